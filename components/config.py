@@ -31,7 +31,19 @@ class WorldConfig(_Strict):
     speech: Literal["auto", "espeak", "syllables"] = "auto"
     syllable_rate_hz: tuple[float, float] = (3.0, 7.0)
     mouth_width_frac: float = Field(0.4, gt=0, lt=1)
+    # Mouth opening = loudness in dB mapped linearly from (clip peak - mouth_range_db) -> 0 to clip peak -> 1.
+    mouth_range_db: float = Field(30.0, gt=0)
+    gesture_prob: float = Field(0.4, ge=0, le=1)  # chance that a speech beat triggers a hand gesture
     seed: int = 0
+
+    @model_validator(mode="after")
+    def _check_world(self) -> "WorldConfig":
+        if self.resolution % 2:
+            raise ValueError(f"world.resolution must be even (h264 yuv420p), got {self.resolution}")
+        lo, hi = self.syllable_rate_hz
+        if not 0 < lo <= hi:
+            raise ValueError(f"world.syllable_rate_hz must satisfy 0 < low <= high, got {self.syllable_rate_hz}")
+        return self
 
 
 class Wav2Vec2Tiny(_Strict):
@@ -42,6 +54,8 @@ class Wav2Vec2Tiny(_Strict):
     num_attention_heads: int = 2
     intermediate_size: int = 64
     conv_dim: int = 32
+    conv_pos_kernel: int = Field(16, ge=2)  # positional conv (the base model uses 128 / 16 groups)
+    conv_pos_groups: int = Field(4, ge=1)
     seed: int = 0
 
 
@@ -51,6 +65,8 @@ class AudioEncoderConfig(_Strict):
     tiny: Wav2Vec2Tiny = Wav2Vec2Tiny()
     tokens_per_frame: int = Field(2, ge=1)  # wav2vec2 runs at ~50 Hz: 2 tokens per 25 fps frame
     n_mels: int = Field(40, ge=8)  # log-mel front end, 4 mel frames per video frame at 25 fps
+    chunk_s: float = Field(30.0, gt=0)  # long audio runs through wav2vec2 in chunks of this length...
+    chunk_context_s: float = Field(2.0, ge=0)  # ...with this much context on each side
 
 
 class KeypointConfig(_Strict):
@@ -69,6 +85,7 @@ class IngestConfig(_Strict):
     max_av_mismatch_s: float = 0.2
     min_audio_rms_db: float = -50.0
     max_quarantine_fraction: float = Field(0.5, ge=0, le=1)
+    crf: int = Field(15, ge=0, le=51)  # x264 quality of the ingested video.mp4 (lower = closer to lossless)
     audio: AudioEncoderConfig = AudioEncoderConfig()
     keypoints: KeypointConfig = KeypointConfig()
 
@@ -96,6 +113,12 @@ class ShardConfig(_Strict):
         total = sum(self.splits.values())
         if abs(total - 1.0) > 1e-6:
             raise ValueError(f"shard.splits fractions must sum to 1, got {total}")
+        for name, fraction in self.splits.items():
+            # Split names become shard file names ("train-000000.tar"): no dots, dashes or slashes.
+            if not name or not all(c.isascii() and (c.isalnum() or c == "_") for c in name):
+                raise ValueError(f"shard.splits: split name {name!r} must be letters, digits or '_'")
+            if fraction < 0:
+                raise ValueError(f"shard.splits: fraction of {name!r} must be >= 0, got {fraction}")
         return self
 
 

@@ -1,0 +1,140 @@
+"""Skeleton keypoints for a clip: where they come from, and how they follow the frames through ingest.
+
+An extractor returns source-pixel keypoints for every decoded frame. The toy profile reads the synthetic
+world's `<stem>.keypoints.json` sidecar; a pose model (e.g. a mediapipe subprocess) can be plugged in later
+behind the same `KeypointExtractor` protocol. `transform_keypoints` then applies exactly what ingest does
+to the frames: the same time resampling (source index per output frame) and the same centre crop + resize.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from components.config import KeypointConfig
+from components.io.video import DecodedVideo
+
+SIDECAR_FORMAT = "talkalign-keypoints-v1"
+SIDECAR_SUFFIX = ".keypoints.json"
+
+
+class KeypointError(ValueError):
+    """Keypoints for a clip are missing or malformed; the message starts with the offending file."""
+
+
+@dataclass(frozen=True)
+class Keypoints:
+    points: np.ndarray  # float32 [T, J, 3]: x_px, y_px in source pixels (pixel i spans [i, i+1)), confidence
+    joints: tuple[str, ...]
+    width: int  # source frame size the pixel coordinates refer to
+    height: int
+
+
+class KeypointExtractor(Protocol):
+    def extract(self, video_path: Path, decoded: DecodedVideo) -> Keypoints: ...
+
+
+@dataclass(frozen=True)
+class CentreCrop:
+    """The largest centred square of a width x height frame, in source pixels."""
+
+    x0: int
+    y0: int
+    size: int
+
+    @classmethod
+    def of(cls, width: int, height: int) -> "CentreCrop":
+        size = min(width, height)
+        return cls(x0=(width - size) // 2, y0=(height - size) // 2, size=size)
+
+    def to_unit(self, xy_px: np.ndarray) -> np.ndarray:
+        """Source pixel coordinates -> [0, 1] across the crop (values outside mean outside the crop)."""
+        return (np.asarray(xy_px, dtype=np.float64) - (self.x0, self.y0)) / self.size
+
+
+def sidecar_path(video_path: Path, suffix: str = SIDECAR_SUFFIX) -> Path:
+    return video_path.with_name(video_path.stem + suffix)
+
+
+class JsonSidecarExtractor:
+    """Reads `<stem>.keypoints.json` beside the clip and checks it strictly against the decoded video."""
+
+    def __init__(self, n_joints: int):
+        self.n_joints = n_joints
+
+    def extract(self, video_path: Path, decoded: DecodedVideo) -> Keypoints:
+        path = sidecar_path(Path(video_path))
+        if not path.is_file():
+            raise KeypointError(f"{path}: keypoint sidecar missing")
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise KeypointError(f"{path}: not valid JSON ({exc})") from exc
+        if not isinstance(data, dict):
+            raise KeypointError(f"{path}: expected a JSON object, got {type(data).__name__}")
+        if data.get("format") != SIDECAR_FORMAT:
+            raise KeypointError(f"{path}: format is {data.get('format')!r}, expected {SIDECAR_FORMAT!r}")
+        missing = [k for k in ("fps", "width", "height", "joints", "frames") if k not in data]
+        if missing:
+            raise KeypointError(f"{path}: missing field(s) {', '.join(missing)}")
+
+        joints = data["joints"]
+        if not isinstance(joints, list) or not all(isinstance(j, str) for j in joints):
+            raise KeypointError(f"{path}: 'joints' must be a list of names")
+        if len(joints) != self.n_joints:
+            raise KeypointError(f"{path}: {len(joints)} joints, expected {self.n_joints}")
+
+        n_frames, height, width = decoded.frames.shape[:3]
+        if (data["width"], data["height"]) != (width, height):
+            raise KeypointError(
+                f"{path}: keypoints are for {data['width']}x{data['height']} frames, video is {width}x{height}"
+            )
+        try:
+            fps = float(data["fps"])
+        except (TypeError, ValueError):
+            raise KeypointError(f"{path}: fps {data['fps']!r} is not a number") from None
+        if abs(fps - decoded.fps) > 0.01 * decoded.fps:
+            raise KeypointError(f"{path}: keypoints at {fps:g} fps, video at {decoded.fps:g} fps")
+
+        try:
+            points = np.asarray(data["frames"], dtype=np.float64)
+        except (TypeError, ValueError):  # ragged nesting or non-numbers
+            raise KeypointError(f"{path}: 'frames' is not a [T][J][3] array of numbers") from None
+        if points.ndim != 3 or points.shape[1:] != (self.n_joints, 3):
+            raise KeypointError(f"{path}: 'frames' has shape {points.shape}, expected [T, {self.n_joints}, 3]")
+        if points.shape[0] != n_frames:
+            raise KeypointError(f"{path}: {points.shape[0]} keypoint frames, video has {n_frames}")
+        if not np.isfinite(points).all():
+            bad = np.argwhere(~np.isfinite(points))[0]
+            raise KeypointError(f"{path}: non-finite value at frame {bad[0]}, joint {bad[1]}")
+        conf = points[..., 2]
+        if conf.min() < 0 or conf.max() > 1:
+            raise KeypointError(f"{path}: confidence outside [0, 1] (min {conf.min():g}, max {conf.max():g})")
+        return Keypoints(points.astype(np.float32), tuple(joints), width, height)
+
+
+def make_extractor(cfg: KeypointConfig) -> KeypointExtractor:
+    """The keypoint source named in params (one place to plug a pose model in)."""
+    if cfg.extractor == "json_sidecar":
+        return JsonSidecarExtractor(cfg.n_joints)
+    raise ValueError(f"unknown keypoint extractor {cfg.extractor!r}")
+
+
+def transform_keypoints(keypoints: Keypoints, source_index: np.ndarray) -> np.ndarray:
+    """float32 [T_out, J, 3] of (x, y) in [0, 1] across the output square and confidence.
+
+    `source_index[k]` is the decoded frame shown at output frame k (the same indices ingest uses for the
+    frames). The output image is the centre crop scaled to any resolution, so [0, 1] coordinates are
+    resolution free. Joints outside the crop are clamped to its border with confidence 0: a pose model
+    would not see them either.
+    """
+    crop = CentreCrop.of(keypoints.width, keypoints.height)
+    picked = keypoints.points[np.asarray(source_index)]
+    unit = crop.to_unit(picked[..., :2])
+    outside = ((unit < 0) | (unit > 1)).any(axis=-1)
+    conf = np.where(outside, 0.0, picked[..., 2])
+    return np.concatenate([np.clip(unit, 0.0, 1.0), conf[..., None]], axis=-1).astype(np.float32)

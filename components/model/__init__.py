@@ -1,0 +1,1 @@
+"""Models: audio encoder, portrait backbone + conditioning, sampling."""

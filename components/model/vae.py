@@ -1,0 +1,154 @@
+"""The video VAE: diffusers `AutoencoderKLWan`, tiny and random (toy) or a Wan2.1 checkpoint (wan).
+
+Latents returned by `encode_video` are *normalised*: `(mu - latents_mean) / latents_std` per channel, with
+the statistics read from the VAE's own config (Wan2.1 ships them; a toy VAE starts with mean 0 / std 1 and the
+pretrain stage replaces them with measured values via `set_latent_stats`). `decode_latents` undoes it.
+The Wan pipelines use the same convention, so latents are interchangeable with theirs.
+
+Time: the causal VAE encodes frame 0 alone and then every 4 frames together, so T = 4k + 1 frames give
+T' = k + 1 latent frames; space is compressed 8x.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from diffusers import AutoencoderKLWan
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class VaeConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    # Local directory of a Wan checkpoint (with a `vae/` subfolder) or of the VAE itself; None -> tiny random VAE.
+    pretrained_path: str | None = None
+    base_dim: int = Field(16, ge=8)
+    z_dim: int = Field(16, ge=1)
+    dim_mult: tuple[int, ...] = (1, 2, 2, 2)
+    num_res_blocks: int = Field(1, ge=1)
+    temperal_downsample: tuple[bool, ...] = (False, True, True)  # upstream spelling
+    seed: int = 0
+
+
+def _diffusers_dir(local_dir: str | Path, subfolder: str) -> tuple[Path, str | None]:
+    """(root, subfolder) for from_pretrained: a checkpoint root with `subfolder/`, or the component dir itself."""
+    root = Path(local_dir)
+    if (root / subfolder / "config.json").is_file():
+        return root, subfolder
+    if (root / "config.json").is_file():
+        return root, None
+    raise FileNotFoundError(f"{root}: no diffusers config.json here or in {root / subfolder}")
+
+
+def load_vae(local_dir: str | Path) -> AutoencoderKLWan:
+    """A pretrained AutoencoderKLWan from a local directory (never downloads)."""
+    root, subfolder = _diffusers_dir(local_dir, "vae")
+    try:
+        return AutoencoderKLWan.from_pretrained(root, subfolder=subfolder, local_files_only=True)
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"{local_dir}: could not load AutoencoderKLWan: {exc}") from exc
+
+
+def build_vae(cfg: VaeConfig) -> AutoencoderKLWan:
+    """The configured VAE: loaded from `cfg.pretrained_path`, else tiny and seeded (global RNG untouched)."""
+    if cfg.pretrained_path is not None:
+        return load_vae(cfg.pretrained_path)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.seed)
+        return AutoencoderKLWan(
+            base_dim=cfg.base_dim,
+            z_dim=cfg.z_dim,
+            dim_mult=list(cfg.dim_mult),
+            num_res_blocks=cfg.num_res_blocks,
+            temperal_downsample=list(cfg.temperal_downsample),
+            # Identity normalisation until the pretrain stage measures the real statistics.
+            latents_mean=[0.0] * cfg.z_dim,
+            latents_std=[1.0] * cfg.z_dim,
+        )
+
+
+def temporal_ratio(vae: AutoencoderKLWan) -> int:
+    return 2 ** sum(vae.config.temperal_downsample)
+
+
+def spatial_ratio(vae: AutoencoderKLWan) -> int:
+    return int(vae.spatial_compression_ratio)
+
+
+def latent_frames(n_frames: int, rho: int = 4) -> int:
+    """Latent frames for `n_frames` video frames (n_frames = rho*k + 1 -> k + 1)."""
+    if n_frames < 1 or (n_frames - 1) % rho:
+        raise ValueError(f"the causal VAE needs {rho}k+1 frames, got {n_frames}")
+    return (n_frames - 1) // rho + 1
+
+
+def to_vae_input(frames: torch.Tensor) -> torch.Tensor:
+    """[B,T,H,W,3] or [B,3,T,H,W], uint8 in [0,255] or float in [-1,1] -> float [B,3,T,H,W] in [-1,1]."""
+    if frames.ndim != 5:
+        raise ValueError(f"frames must be 5-D [B,T,H,W,3] or [B,3,T,H,W], got shape {tuple(frames.shape)}")
+    last_is_rgb, second_is_rgb = frames.shape[-1] == 3, frames.shape[1] == 3
+    if last_is_rgb == second_is_rgb:
+        raise ValueError(f"cannot tell the channel axis of frames with shape {tuple(frames.shape)}")
+    if last_is_rgb:
+        frames = frames.permute(0, 4, 1, 2, 3)
+    if frames.dtype == torch.uint8:
+        return frames.float() / 127.5 - 1.0
+    if not frames.is_floating_point():
+        raise ValueError(f"frames must be uint8 or float, got {frames.dtype}")
+    return frames.float()
+
+
+def to_uint8_frames(video: torch.Tensor) -> torch.Tensor:
+    """float [B,3,T,H,W] in [-1,1] -> uint8 [B,T,H,W,3]."""
+    return ((video.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 4, 1)
+
+
+def _stats(vae: AutoencoderKLWan, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    mean = torch.tensor(vae.config.latents_mean, dtype=like.dtype, device=like.device).view(1, -1, 1, 1, 1)
+    std = torch.tensor(vae.config.latents_std, dtype=like.dtype, device=like.device).view(1, -1, 1, 1, 1)
+    return mean, std
+
+
+def encode_video(
+    vae: AutoencoderKLWan,
+    frames: torch.Tensor,
+    sample: bool = False,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Normalised latents [B, z, T', H/8, W/8] of frames (see `to_vae_input` for accepted layouts).
+
+    `sample=False` takes the posterior mode (deterministic, what the Wan I2V pipeline does for its condition).
+    """
+    x = to_vae_input(frames)
+    _, _, n_frames, height, width = x.shape
+    latent_frames(n_frames, temporal_ratio(vae))
+    s = spatial_ratio(vae)
+    if height % s or width % s:
+        raise ValueError(f"frame size {height}x{width} is not a multiple of the VAE's {s}x compression")
+    dist = vae.encode(x.to(vae.dtype)).latent_dist
+    z = dist.sample(generator) if sample else dist.mode()
+    mean, std = _stats(vae, z)
+    return (z - mean) / std
+
+
+def decode_latents(vae: AutoencoderKLWan, latents: torch.Tensor) -> torch.Tensor:
+    """Normalised latents [B, z, T', h, w] -> float video [B, 3, 4(T'-1)+1, 8h, 8w] in [-1, 1]."""
+    if latents.ndim != 5 or latents.shape[1] != vae.config.z_dim:
+        raise ValueError(f"latents must be [B,{vae.config.z_dim},T',h,w], got shape {tuple(latents.shape)}")
+    mean, std = _stats(vae, latents)
+    return vae.decode((latents * std + mean).to(vae.dtype)).sample
+
+
+def latent_stats(raw_latents: torch.Tensor) -> tuple[list[float], list[float]]:
+    """Per-channel mean and std of *unnormalised* latents [N, z, T', h, w] (for `set_latent_stats`)."""
+    flat = raw_latents.transpose(0, 1).flatten(1).double()
+    return flat.mean(1).tolist(), flat.std(1).clamp_min(1e-6).tolist()
+
+
+def set_latent_stats(vae: AutoencoderKLWan, mean: list[float], std: list[float]) -> None:
+    """Store latent statistics in the VAE config, so they are saved with it and used by encode/decode."""
+    z = vae.config.z_dim
+    if len(mean) != z or len(std) != z or min(std) <= 0:
+        raise ValueError(f"need {z} means and {z} positive stds, got {len(mean)} and {len(std)}")
+    vae.register_to_config(latents_mean=[float(m) for m in mean], latents_std=[float(v) for v in std])

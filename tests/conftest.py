@@ -1,0 +1,77 @@
+"""Shared test fixtures. Keep this small: fixtures used by one test file live in that file."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+
+import pytest
+
+FAKE_AWS_ENV = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_DEFAULT_REGION": "us-east-1",
+    "AWS_EC2_METADATA_DISABLED": "true",  # never wait on an instance-metadata lookup
+}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _wait_until_up(url: str, proc: subprocess.Popen, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{url}: server exited with code {proc.returncode} before it was up")
+        try:
+            with urllib.request.urlopen(url, timeout=1):
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError(f"{url}: server not up after {timeout_s} s")
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory):
+    """A real S3-compatible server (moto) on loopback; yields its endpoint URL.
+
+    Fake AWS credentials are set for the session, so boto3 (and child processes) never reach
+    for real ones.
+    """
+    moto_server = Path(sys.executable).parent / "moto_server"
+    port = free_port()
+    endpoint = f"http://127.0.0.1:{port}"
+    log_path = tmp_path_factory.mktemp("moto") / "moto_server.log"
+    with pytest.MonkeyPatch.context() as env, open(log_path, "wb") as log:
+        for key, value in FAKE_AWS_ENV.items():
+            env.setenv(key, value)
+        proc = subprocess.Popen([str(moto_server), "-H", "127.0.0.1", "-p", str(port)], stdout=log, stderr=log)
+        try:
+            _wait_until_up(f"{endpoint}/moto-api/", proc, timeout_s=20)
+            yield endpoint
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+@pytest.fixture
+def s3_bucket(s3_server: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A fresh, empty bucket on the moto server; S3_ENDPOINT_URL points at the server for this test."""
+    import boto3
+
+    monkeypatch.setenv("S3_ENDPOINT_URL", s3_server)
+    bucket = f"test-{uuid.uuid4().hex[:12]}"
+    boto3.client("s3", endpoint_url=s3_server).create_bucket(Bucket=bucket)
+    return bucket
