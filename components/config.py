@@ -67,6 +67,10 @@ class AudioEncoderConfig(_Strict):
     n_mels: int = Field(40, ge=8)  # log-mel front end, 4 mel frames per video frame at 25 fps
     chunk_s: float = Field(30.0, gt=0)  # long audio runs through wav2vec2 in chunks of this length...
     chunk_context_s: float = Field(2.0, ge=0)  # ...with this much context on each side
+    device: str = "cpu"
+    # torch intra-op threads while encoding (0 = torch's default). 1 on a shared 2-core box: with PyAV's
+    # codec threads alongside, 2 OpenMP threads made the tiny model 20x slower (measured 200 ms vs 8 ms).
+    threads: int = Field(1, ge=0)
 
 
 class KeypointConfig(_Strict):
@@ -78,9 +82,9 @@ class IngestConfig(_Strict):
     input_dir: str = "data/raw"
     out_dir: str = "data/ingested"
     quarantine_path: str = "data/quarantine.jsonl"
-    fps: int = 25
-    sample_rate: int = 16000
-    resolution: int = Field(64, ge=16)  # square centre crop, then resize
+    fps: int = Field(25, ge=1)
+    sample_rate: int = Field(16000, ge=8000)
+    resolution: int = Field(64, ge=16, multiple_of=2)  # square centre crop, then resize (h264 yuv420p: even)
     min_duration_s: float = 1.0
     max_av_mismatch_s: float = 0.2
     min_audio_rms_db: float = -50.0
@@ -122,6 +126,170 @@ class ShardConfig(_Strict):
         return self
 
 
+# ---- model (components/model) ----
+
+TemporalVariant = Literal["reshape", "half", "downsample"]
+NullMode = Literal["zero", "learned"]
+
+
+class AudioModulationConfig(_Strict):
+    enabled: bool = True
+    in_dim: int = Field(32, ge=1)  # wav2vec2 hidden size
+    tokens_per_frame: int = Field(2, ge=1)  # N_a: wav2vec2 tokens per video frame
+    # Neighbouring frames on each side appended to each frame's tokens. Keep 0 for the temporal ablation:
+    # a window lets "downsample" see the frames it is meant to drop.
+    window: int = Field(0, ge=0)
+    temporal: TemporalVariant = "reshape"
+    slot_embedding: bool = True
+    null: NullMode = "learned"  # what replaces dropped audio (classifier-free guidance)
+
+
+class SkeletonModulationConfig(_Strict):
+    enabled: bool = False  # phase 2 turns it on
+    n_joints: int = Field(10, ge=1)
+    # Tokens per frame = grid_h * grid_w. The paper reduces to the latent grid H' x W'; the default is the
+    # transformer's patch grid at 64 px (latent 8x8, patch 2), which is ~10x cheaper on CPU.
+    grid: tuple[int, int] = (4, 4)
+    n_down: int = Field(2, ge=0)  # heatmaps are rendered at grid * 2**n_down and convolved down to grid
+    sigma: float = Field(1.0, gt=0)  # Gaussian radius in heatmap pixels
+    channels: int = Field(32, ge=1)
+    feat_dim: int = Field(32, ge=1)  # d_k
+    temporal: TemporalVariant = "reshape"
+    slot_embedding: bool = True
+    null: NullMode = "learned"
+
+
+class ModulationConfig(_Strict):
+    rho: int = Field(4, ge=1)  # VAE temporal compression
+    heads: int | None = None  # None -> as many heads as the backbone
+    # joint: one cross-attention over [H_audio || H_skel] (eq. 8). separate: one zero-initialised
+    # cross-attention per modality, so phase 2 adds its own "skeletal cross-attention" (section 3.5) and
+    # starts from exactly the phase-1 model.
+    fusion: Literal["joint", "separate"] = "joint"
+    audio: AudioModulationConfig = AudioModulationConfig()
+    skeleton: SkeletonModulationConfig = SkeletonModulationConfig()
+
+
+class BackboneConfig(_Strict):
+    # Local Wan checkpoint root (with `transformer/`) or transformer directory; None -> tiny random backbone.
+    pretrained_path: str | None = None
+    latent_channels: int = Field(16, ge=1)  # VAE z_dim; the backbone takes 2*z + 4 input channels
+    num_attention_heads: int = Field(2, ge=1)
+    attention_head_dim: int = Field(16, ge=2)
+    num_layers: int = Field(2, ge=1)
+    ffn_dim: int = Field(64, ge=1)
+    text_dim: int = Field(32, ge=1)
+    freq_dim: int = Field(32, ge=2)
+    patch_size: tuple[int, int, int] = (1, 2, 2)
+    seed: int = 0
+
+
+class TextEncoderConfig(_Strict):
+    # Local Wan checkpoint root with `text_encoder/` (umT5) and `tokenizer/`; None -> tiny random umT5 over bytes.
+    pretrained_path: str | None = None
+    max_length: int = Field(16, ge=2)  # Wan uses 512
+    d_model: int = Field(32, ge=2)  # must equal backbone.text_dim
+    num_layers: int = Field(1, ge=1)
+    num_heads: int = Field(2, ge=1)
+    d_ff: int = Field(64, ge=1)
+    seed: int = 0
+
+
+class PortraitModelConfig(_Strict):
+    backbone: BackboneConfig = BackboneConfig()
+    text: TextEncoderConfig = TextEncoderConfig()
+    modulation: ModulationConfig = ModulationConfig()
+    seed: int = 0  # initialisation of the modulation layers
+
+    @model_validator(mode="after")
+    def _text_width_matches(self) -> "PortraitModelConfig":
+        tiny = self.backbone.pretrained_path is None and self.text.pretrained_path is None
+        if tiny and self.text.d_model != self.backbone.text_dim:
+            raise ValueError(
+                f"text.d_model ({self.text.d_model}) must equal backbone.text_dim ({self.backbone.text_dim})"
+            )
+        return self
+
+    @classmethod
+    def tiny(cls, **modulation: object) -> "PortraitModelConfig":
+        """The toy-profile model; keyword arguments override ModulationConfig fields."""
+        return cls(modulation=ModulationConfig(**modulation))
+
+
+# ---------------------------------------------------------------- backbone
+
+
+class VaeConfig(_Strict):
+    # Local directory of a Wan checkpoint (with a `vae/` subfolder) or of the VAE itself; None -> tiny random VAE.
+    pretrained_path: str | None = None
+    base_dim: int = Field(16, ge=8)
+    z_dim: int = Field(16, ge=1)
+    dim_mult: tuple[int, ...] = (1, 2, 2, 2)
+    num_res_blocks: int = Field(1, ge=1)
+    temperal_downsample: tuple[bool, ...] = (False, True, True)  # upstream spelling
+    seed: int = 0
+
+
+# ---- training (components/train) ----
+
+
+class TrainingDataConfig(_Strict):
+    """How shards become training windows."""
+
+    shards: str = "data/shards"  # the shard stage's output (local dir or s3://)
+    frames: int = Field(17, ge=1)  # T = 4k+1 video frames per window -> k+1 latent frames
+    window_stride: int = Field(8, ge=1)  # frames between window starts inside a clip
+    audio_features: Literal["mel", "wav2vec"] = "mel"  # which ingest feature drives the audio modulation
+    latents_dir: str = "data/latents"  # VAE latents, encoded once per VAE and shared by every DiT stage
+
+    @model_validator(mode="after")
+    def _four_k_plus_one(self) -> "TrainingDataConfig":
+        if (self.frames - 1) % 4:
+            raise ValueError(f"data.frames must be 4k+1 (the causal VAE's 1 + 4 frames per latent), got {self.frames}")
+        return self
+
+
+class OptimConfig(_Strict):
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    betas: tuple[float, float] = (0.9, 0.999)
+    warmup_steps: int = Field(0, ge=0)
+    grad_clip: float | None = 1.0
+
+
+class TrainLoopConfig(_Strict):
+    """What every training stage shares: steps, batch, accumulation, precision, checkpoints, logging."""
+
+    steps: int = Field(100, ge=1)
+    batch_size: int = Field(8, ge=1)  # global batch = batch_size * grad_accum, split over processes
+    grad_accum: int = Field(1, ge=1)
+    mixed_precision: Literal["no", "bf16"] = "no"  # bf16 autocast on GPU; the toy profile runs fp32 on CPU
+    gradient_checkpointing: bool = False
+    checkpoint_every: int = Field(50, ge=1)
+    log_every: int = Field(10, ge=1)
+    sample_every: int = Field(0, ge=0)  # 0: no sample videos during training
+    seed: int = 0
+    optim: OptimConfig = OptimConfig()
+
+
+class VaePretrainConfig(TrainLoopConfig):
+    mouth_weight: float = Field(4.0, ge=0)  # extra reconstruction weight inside the ground-truth mouth box
+    kl_weight: float = Field(1e-6, ge=0)
+
+
+class FlowTrainConfig(TrainLoopConfig):
+    timestep_shift: float = Field(3.0, gt=0)  # Wan's shifted sampler: sigma' = s*sigma / (1 + (s-1)*sigma)
+    audio_dropout: float = Field(0.1, ge=0, lt=1)  # classifier-free guidance on audio
+    pose_dropout: float = Field(0.1, ge=0, lt=1)
+
+
+class SamplingConfig(_Strict):
+    steps: int = Field(20, ge=1)
+    shift: float = Field(3.0, gt=0)
+    audio_guidance: float = Field(2.0, ge=0)
+    seed: int = 0
+
+
 class TrackingConfig(_Strict):
     # MLFLOW_TRACKING_URI in the environment wins over this.
     uri: str = "sqlite:///mlflow.db"
@@ -135,6 +303,14 @@ class Params(_Strict):
     ingest: IngestConfig = IngestConfig()
     validation: ValidationConfig = ValidationConfig()
     shard: ShardConfig = ShardConfig()
+    data: TrainingDataConfig = TrainingDataConfig()
+    vae: VaeConfig = VaeConfig()
+    model: PortraitModelConfig = PortraitModelConfig()
+    pretrain_vae: VaePretrainConfig = VaePretrainConfig()
+    pretrain_dit: FlowTrainConfig = FlowTrainConfig()
+    phase1: FlowTrainConfig = FlowTrainConfig()
+    phase2: FlowTrainConfig = FlowTrainConfig()
+    sampling: SamplingConfig = SamplingConfig()
     tracking: TrackingConfig = TrackingConfig()
 
 

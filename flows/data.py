@@ -65,7 +65,12 @@ def validate_flow(params_path: str = "params.yaml", overrides: dict | None = Non
     with stage_run("validate", params, section="validation", inputs=[params.ingest.out_dir]):
         try:
             result = validate_manifest(
-                cfg, Path(cfg.manifest), expected_fps=params.ingest.fps, expected_resolution=params.ingest.resolution
+                cfg,
+                Path(cfg.manifest),
+                expected_fps=params.ingest.fps,
+                expected_resolution=params.ingest.resolution,
+                expected_n_joints=params.ingest.keypoints.n_joints,
+                quarantine_path=params.ingest.quarantine_path,
             )
         finally:
             for path in (cfg.report_path, cfg.result_path):

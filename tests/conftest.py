@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import sys
@@ -39,6 +40,33 @@ def _wait_until_up(url: str, proc: subprocess.Popen, timeout_s: float) -> None:
     raise RuntimeError(f"{url}: server not up after {timeout_s} s")
 
 
+class MotoServer:
+    """moto_server on a free loopback port, its output in a log file."""
+
+    def __init__(self, log_path: Path, extra_env: dict[str, str] | None = None):
+        port = free_port()
+        self.endpoint = f"http://127.0.0.1:{port}"
+        binary = Path(sys.executable).parent / "moto_server"
+        env = {**os.environ, **FAKE_AWS_ENV, **(extra_env or {})}
+        with open(log_path, "wb") as log:
+            self.proc = subprocess.Popen(
+                [str(binary), "-H", "127.0.0.1", "-p", str(port)], stdout=log, stderr=log, env=env
+            )
+        try:
+            _wait_until_up(f"{self.endpoint}/moto-api/", self.proc, timeout_s=20)
+        except Exception:
+            self.stop()
+            raise
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
 @pytest.fixture(scope="session")
 def s3_server(tmp_path_factory: pytest.TempPathFactory):
     """A real S3-compatible server (moto) on loopback; yields its endpoint URL.
@@ -46,24 +74,36 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory):
     Fake AWS credentials are set for the session, so boto3 (and child processes) never reach
     for real ones.
     """
-    moto_server = Path(sys.executable).parent / "moto_server"
-    port = free_port()
-    endpoint = f"http://127.0.0.1:{port}"
-    log_path = tmp_path_factory.mktemp("moto") / "moto_server.log"
-    with pytest.MonkeyPatch.context() as env, open(log_path, "wb") as log:
+    with pytest.MonkeyPatch.context() as env:
         for key, value in FAKE_AWS_ENV.items():
             env.setenv(key, value)
-        proc = subprocess.Popen([str(moto_server), "-H", "127.0.0.1", "-p", str(port)], stdout=log, stderr=log)
+        server = MotoServer(tmp_path_factory.mktemp("moto") / "moto_server.log")
         try:
-            _wait_until_up(f"{endpoint}/moto-api/", proc, timeout_s=20)
-            yield endpoint
+            yield server.endpoint
         finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            server.stop()
+
+
+@pytest.fixture
+def aws_env(monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    """Fake AWS credentials for one test (no server)."""
+    for key, value in FAKE_AWS_ENV.items():
+        monkeypatch.setenv(key, value)
+    return FAKE_AWS_ENV
+
+
+@pytest.fixture
+def start_s3_server(tmp_path: Path, aws_env):
+    """Start an extra moto server with its own environment (e.g. IAM enforced); stopped after the test."""
+    servers: list[MotoServer] = []
+
+    def start(**extra_env: str) -> str:
+        servers.append(MotoServer(tmp_path / f"moto-{len(servers)}.log", extra_env))
+        return servers[-1].endpoint
+
+    yield start
+    for server in servers:
+        server.stop()
 
 
 @pytest.fixture

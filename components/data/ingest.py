@@ -41,7 +41,7 @@ from components.data.keypoints import (
 )
 from components.data.quarantine import Quarantine
 from components.io.audio import log_mel, resample_audio, rms_db, save_wav
-from components.io.video import DecodedVideo, MediaError, decode_video, resample_frames, write_video
+from components.io.video import MediaError, decode_video, resample_frames, write_video
 from components.model.audio_encoder import SAMPLE_RATE as WAV2VEC_RATE
 from components.model.audio_encoder import AudioEncoder
 
@@ -155,7 +155,14 @@ def load_truth(video_path: Path) -> dict[str, Any] | None:
 
 
 def transform_truth(
-    truth: dict[str, Any], n_source: int, source_index: np.ndarray, crop: CentreCrop, resolution: int, fps: int
+    truth: dict[str, Any],
+    clip_id: str,
+    n_source: int,
+    source_index: np.ndarray,
+    crop: CentreCrop,
+    resolution: int,
+    fps: int,
+    sample_rate: int,
 ) -> dict[str, Any]:
     """Put the ground truth in the output clip's frame and pixel space.
 
@@ -180,7 +187,8 @@ def transform_truth(
     src_fps = truth.get("fps")
     if isinstance(truth.get("lag_frames"), (int, float)) and src_fps:
         out["lag_frames"] = int(round(truth["lag_frames"] * fps / float(src_fps)))
-    out.update(fps=fps, n_frames=int(len(source_index)), width=resolution, height=resolution)
+    out.update(clip_id=clip_id, fps=fps, n_frames=int(len(source_index)), width=resolution, height=resolution)
+    out["sample_rate"] = sample_rate
     out["pixel_space"] = "output"  # *_px values refer to the ingested res x res frames
     return out
 
@@ -225,10 +233,18 @@ def process_clip(
     if level < cfg.min_audio_rms_db:
         raise ClipRejected(f"{path}: silent audio ({level:.1f} dBFS < min_audio_rms_db {cfg.min_audio_rms_db:g})")
     keypoints = extractor.extract(path, decoded)
+    n_source, height, width = decoded.frames.shape[:3]
     truth = load_truth(path)
+    if truth is not None:
+        # Truth made for another frame count or frame size would be resampled or mapped wrongly: refuse it.
+        declared = (truth.get("n_frames", n_source), truth.get("width", width), truth.get("height", height))
+        if declared != (n_source, width, height):
+            raise ClipRejected(
+                f"{sidecar_path(path, TRUTH_SUFFIX)}: ground truth is for {declared[0]} frames of "
+                f"{declared[1]}x{declared[2]}, video has {n_source} frames of {width}x{height}"
+            )
 
     # Time: output frame k shows the source frame on screen at k / fps; keypoints and truth follow the same indices.
-    n_source, height, width = decoded.frames.shape[:3]
     source_index = resample_frames(np.arange(n_source), decoded.timestamps, cfg.fps, duration_s=video_s)
     n_frames = len(source_index)
     crop = CentreCrop.of(width, height)
@@ -244,7 +260,7 @@ def process_clip(
     pose = transform_keypoints(keypoints, source_index)
 
     if truth is not None:
-        truth = transform_truth(truth, n_source, source_index, crop, cfg.resolution, cfg.fps)
+        truth = transform_truth(truth, clip_id, n_source, source_index, crop, cfg.resolution, cfg.fps, cfg.sample_rate)
     identity = identity_for(rel, truth, clip_id)
     xy = pose[..., :2]
     row = {
@@ -260,8 +276,8 @@ def process_clip(
         "av_mismatch_s": round(mismatch, 4),
         "audio_rms_db": round(level, 2),
         "n_joints": int(pose.shape[1]),
-        "kp_min": float(np.nanmin(xy)) if np.isfinite(xy).any() else float("nan"),
-        "kp_max": float(np.nanmax(xy)) if np.isfinite(xy).any() else float("nan"),
+        "kp_min": round(float(np.nanmin(xy)), 6) if np.isfinite(xy).any() else float("nan"),
+        "kp_max": round(float(np.nanmax(xy)), 6) if np.isfinite(xy).any() else float("nan"),
         "kp_nan": int(np.isnan(pose).sum()),
         "has_truth": truth is not None,
     }
@@ -287,8 +303,9 @@ def process_clip(
     return _Clip(frames, audio, wav2vec, mel, pose, truth, meta, row)
 
 
-def _write_json(path: Path, data: Any) -> None:
-    path.write_text(json.dumps(data, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+def _write_json(path: Path, data: Any, compact: bool = False) -> None:
+    text = json.dumps(data, separators=(",", ":")) if compact else json.dumps(data, indent=1, ensure_ascii=False)
+    path.write_text(text + "\n", encoding="utf-8")
 
 
 def write_clip(clip: _Clip, clips_dir: Path, cfg: IngestConfig) -> Path:
@@ -304,7 +321,7 @@ def write_clip(clip: _Clip, clips_dir: Path, cfg: IngestConfig) -> Path:
         np.save(tmp / "mel.npy", clip.mel, allow_pickle=False)
         np.save(tmp / "pose.npy", clip.pose, allow_pickle=False)
         if clip.truth is not None:
-            _write_json(tmp / "truth.json", clip.truth)
+            _write_json(tmp / "truth.json", clip.truth, compact=True)  # long per-frame arrays
         _write_json(tmp / "meta.json", clip.meta)
         os.replace(tmp, final)
     except BaseException:
@@ -361,7 +378,8 @@ def ingest_folder(
                 rel = PurePosixPath(path.relative_to(input_dir).as_posix())
                 clip_id = clip_id_for(rel)
                 if clip_id in first_source:
-                    quarantine.add(rel.as_posix(), f"{path}: duplicate clip id {clip_id!r}, already taken by {first_source[clip_id]}")
+                    taken = f"duplicate clip id {clip_id!r}, already taken by {first_source[clip_id]}"
+                    quarantine.add(rel.as_posix(), f"{path}: {taken}")
                     continue
                 try:
                     clip = process_clip(path, rel, clip_id, cfg, encoder, extractor)

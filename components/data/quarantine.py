@@ -59,7 +59,9 @@ class Quarantine:
     def __enter__(self) -> "Quarantine":
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         if self._file.closed:
             return
         if exc_type is None:

@@ -11,6 +11,9 @@ previous index.json and every shard it names untouched; the new dataset becomes 
 atomic step (the index write), and only then are the shards of older versions deleted. The same
 inputs always give the same bytes (fixed tar mtime, sorted samples), so the same digest.
 
+Shards are staged on local disk before publishing (inside the output directory for local output,
+so publishing is a rename; in $TMPDIR for S3, which then needs room for one dataset version).
+
 Readers use the stock `webdataset.WebDataset` on the URLs from `shard_urls` (local paths, or for
 S3 `pipe:` commands that stream each object through boto3).
 """
@@ -38,7 +41,6 @@ log = logging.getLogger(__name__)
 
 INDEX_NAME = "index.json"
 INDEX_FORMAT = "talkalign-shards/1"
-SPLIT_NAME = re.compile(r"^[A-Za-z0-9_]+$")
 CLIP_ID = re.compile(r"^[A-Za-z0-9_-]+$")  # webdataset splits a member name at its first dot
 # What this module may delete during cleanup: its own shards, temporaries and staging folders.
 _OWNED = re.compile(r"^(?:[0-9a-f]{16}/)?[A-Za-z0-9_]+-\d{6}\.tar$|(^|/)\.staging-|" + re.escape(TMP_SUFFIX) + "$")
@@ -89,7 +91,7 @@ class ShardIndex:
         return asdict(self)
 
     def to_json(self) -> bytes:
-        return (json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n").encode()
+        return (json.dumps(self.to_dict(), indent=2) + "\n").encode()  # field and split order as written
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "ShardIndex":
@@ -124,6 +126,8 @@ def dataset_digest(shards: dict[str, list[ShardInfo]]) -> str:
 def read_index(output_uri: str | Path) -> ShardIndex:
     storage = open_storage(output_uri)
     uri = storage.uri(INDEX_NAME)
+    if isinstance(storage, S3Storage):
+        storage.ensure_ready()  # a dead endpoint fails in seconds, not after the full retry budget
     if not storage.exists(INDEX_NAME):
         raise FileNotFoundError(f"{uri}: no shard index (run the shard stage first)")
     try:
@@ -136,20 +140,21 @@ def read_index(output_uri: str | Path) -> ShardIndex:
 
 
 def _allocate(n: int, splits: dict[str, float]) -> dict[str, int]:
-    """How many of n identities each split gets: largest remainder, then at least one per used split."""
+    """How many of n identities each split gets: largest remainder, then one for every split that can have one."""
     total = sum(splits.values())
     exact = {s: n * f / total for s, f in splits.items()}
     counts = {s: int(exact[s]) for s in splits}
     by_remainder = sorted(splits, key=lambda s: -(exact[s] - counts[s]))  # stable: ties keep dict order
     for s in by_remainder[: n - sum(counts.values())]:
         counts[s] += 1
-    used = [s for s, f in splits.items() if f > 0]
-    if n >= len(used):
-        for s in used:
-            if counts[s] == 0:
-                donor = max(used, key=lambda d: counts[d])  # has >= 2 since n >= len(used)
-                counts[donor] -= 1
-                counts[s] += 1
+    # An empty split is useless (no validation, no test): move identities from the largest split
+    # while it can spare one, biggest fractions first.
+    used = sorted((s for s, f in splits.items() if f > 0), key=lambda s: -splits[s])
+    for s in used:
+        donor = max(used, key=lambda d: counts[d])
+        if counts[s] == 0 and counts[donor] >= 2:
+            counts[donor] -= 1
+            counts[s] += 1
     return counts
 
 
@@ -358,7 +363,7 @@ def shard_urls(output_uri: str | Path, split: str) -> list[str]:
     storage = open_storage(output_uri)
     index = read_index(output_uri)
     if split not in index.splits:
-        raise KeyError(f"{storage.uri(INDEX_NAME)}: no split {split!r} (have {', '.join(index.splits)})")
+        raise ValueError(f"{storage.uri(INDEX_NAME)}: no split {split!r} (have {', '.join(index.splits)})")
     names = [info.name for info in index.splits[split].shards]
     if isinstance(storage, S3Storage):
         return [f"pipe:{storage.stream_command(name)}" for name in names]

@@ -10,6 +10,7 @@ S3 credentials come only from the environment / boto3's default chain; the endpo
 
 from __future__ import annotations
 
+import functools
 import os
 import shlex
 import shutil
@@ -140,43 +141,53 @@ class LocalStorage(Storage):
         return str(self._path(name))
 
 
+def _s3_client(endpoint_url: str | None, *, connect_timeout: float, max_attempts: int):
+    import boto3
+    from botocore.config import Config
+
+    config = Config(
+        connect_timeout=connect_timeout,
+        read_timeout=60,
+        # botocore's standard mode retries transient errors (throttling, 5xx, dropped connections)
+        # with exponential backoff and jitter.
+        retries={"mode": "standard", "max_attempts": max_attempts},
+        # MinIO / moto / on-prem endpoints want path-style addressing; AWS itself keeps the default.
+        s3={"addressing_style": "path"} if endpoint_url else None,
+    )
+    return boto3.client("s3", endpoint_url=endpoint_url, config=config)
+
+
 class S3Storage(Storage):
     def __init__(self, bucket: str, prefix: str = "", endpoint_url: str | None = None):
-        import boto3
-        from botocore.config import Config
-
         if not bucket:
             raise StorageError("s3://: bucket name is empty")
         self.bucket = bucket
         self.prefix = prefix.strip("/") + "/" if prefix.strip("/") else ""
         self.endpoint_url = endpoint_url or os.environ.get("S3_ENDPOINT_URL") or os.environ.get("AWS_ENDPOINT_URL")
         self.root_uri = f"s3://{bucket}/{self.prefix}".rstrip("/")
-        # Fail fast on a dead endpoint (short connect timeout, few attempts); retry transient errors
-        # (throttling, 5xx, dropped connections) with botocore's standard backoff.
-        config = Config(
-            connect_timeout=3,
-            read_timeout=60,
-            retries={"mode": "standard", "max_attempts": 3},
-            # MinIO / moto / on-prem endpoints want path-style addressing; AWS itself keeps the default.
-            s3={"addressing_style": "path"} if self.endpoint_url else None,
-        )
-        self.client = boto3.client("s3", endpoint_url=self.endpoint_url, config=config)
+        self.client = _s3_client(self.endpoint_url, connect_timeout=5, max_attempts=5)
+
+    @functools.cached_property
+    def probe_client(self):
+        """For the up-front check only: a dead endpoint is reported in seconds, not after the full retry budget."""
+        return _s3_client(self.endpoint_url, connect_timeout=2, max_attempts=2)
 
     def _key(self, name: str) -> str:
         return self.prefix + name.lstrip("/")
 
     def _error(self, exc: Exception, uri: str) -> StorageError:
         """Translate a boto error into one sentence that names the URI and what to check."""
-        from botocore.exceptions import ClientError, EndpointConnectionError, NoCredentialsError
+        from botocore.exceptions import ClientError, ConnectTimeoutError, EndpointConnectionError, NoCredentialsError
 
         where = f" at endpoint {self.endpoint_url}" if self.endpoint_url else ""
-        if isinstance(exc, EndpointConnectionError) or "ConnectTimeout" in type(exc).__name__:
-            return StorageError(f"{uri}: cannot reach S3 endpoint {self.endpoint_url or '(AWS default)'}: {exc}")
+        if isinstance(exc, (EndpointConnectionError, ConnectTimeoutError)):
+            endpoint = self.endpoint_url or "(AWS default)"
+            return StorageError(f"{uri}: cannot reach S3 endpoint {endpoint}: {exc}")
         if isinstance(exc, NoCredentialsError):
-            return StorageError(f"{uri}: no AWS credentials (set AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY or a profile)")
+            return StorageError(f"{uri}: no AWS credentials (set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or a profile)")
         if isinstance(exc, ClientError):
             code = str(exc.response.get("Error", {}).get("Code", ""))
-            if code in ("NoSuchBucket",) or (code == "404" and uri == self.root_uri):
+            if code == "NoSuchBucket" or (code == "404" and uri == self.root_uri):  # head_bucket says only "404"
                 return StorageError(f"{uri}: bucket '{self.bucket}' does not exist{where}")
             if code in ("NoSuchKey", "404"):
                 return StorageError(f"{uri}: no such object{where}")
@@ -185,8 +196,9 @@ class S3Storage(Storage):
         return StorageError(f"{uri}: S3 error{where}: {exc}")
 
     def ensure_ready(self) -> None:
+        """Read-only check that the endpoint answers, the bucket exists and the keys may use it."""
         try:
-            self.client.head_bucket(Bucket=self.bucket)
+            self.probe_client.head_bucket(Bucket=self.bucket)
         except Exception as exc:
             raise self._error(exc, self.root_uri) from exc
 
@@ -194,7 +206,7 @@ class S3Storage(Storage):
         try:
             self.client.upload_file(str(local_path), self.bucket, self._key(name))
         except Exception as exc:
-            cause = getattr(exc, "last_exception", None) or exc  # S3UploadFailedError wraps the real one
+            cause = exc.__cause__ or exc.__context__ or exc  # boto3's S3UploadFailedError wraps the real one
             raise self._error(cause, self.uri(name)) from exc
         if move:
             Path(local_path).unlink(missing_ok=True)

@@ -174,13 +174,15 @@ def _encode(
         vstream = container.add_stream("libx264", rate=fps)
         vstream.width, vstream.height = frames.shape[2], frames.shape[1]
         vstream.pix_fmt = "yuv420p"
-        vstream.options = {"crf": str(crf)}
+        # mbtree=0: with macroblock-tree rate control x264 gave different bitstreams for identical input from run to
+        # run inside one process (measured: 21 distinct files in 30 encodes of one 64 px clip); without it, 1 in 60.
+        vstream.options = {"crf": str(crf), "x264-params": "mbtree=0"}
         astream = None
         if audio is not None:
             astream = container.add_stream("aac", rate=int(sample_rate), layout="mono")
 
         for i, rgb in enumerate(frames):
-            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
+            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24").reformat(format="yuv420p")
             frame.pts, frame.time_base = i, 1 / fps
             container.mux(vstream.encode(frame))
         container.mux(vstream.encode(None))

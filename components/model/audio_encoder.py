@@ -9,6 +9,8 @@ initialised config with a fixed seed (toy profile); nothing is ever downloaded.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -69,7 +71,10 @@ class AudioEncoder:
         else:
             self.model = tiny_wav2vec2(cfg.tiny)
             self.extractor = Wav2Vec2FeatureExtractor(sampling_rate=SAMPLE_RATE, do_normalize=True)
-        self.model.eval()
+        self.device = torch.device(cfg.device)
+        if self.device.type == "cpu":  # a half-precision checkpoint would be slow (or unsupported) on CPU
+            self.model.float()
+        self.model.eval().to(self.device)
         conv = self.model.config
         # Output frame i sees samples [hop*i, hop*i + field): the conv stack's total stride and receptive field.
         self.hop = int(np.prod(conv.conv_stride))
@@ -87,7 +92,6 @@ class AudioEncoder:
         self.model.save_pretrained(path)
         self.extractor.save_pretrained(path)
 
-    @torch.no_grad()
     def hidden_states(self, audio_16k: np.ndarray) -> np.ndarray:
         """Raw wav2vec2 hidden states [n_steps, hidden] at one step per `hop` samples.
 
@@ -105,13 +109,14 @@ class AudioEncoder:
         chunk = max(1, int(self.cfg.chunk_s * SAMPLE_RATE) // self.hop)  # steps kept per chunk
         context = int(self.cfg.chunk_context_s * SAMPLE_RATE) // self.hop
         pieces = []
-        for start in range(0, n_steps, chunk):
-            stop = min(start + chunk, n_steps)
-            lo = max(0, start - context)
-            hi = min(n_steps, stop + context)
-            x = torch.from_numpy(values[lo * self.hop : (hi - 1) * self.hop + self.field])[None]
-            h = self.model(x).last_hidden_state[0]
-            pieces.append(h[start - lo : stop - lo].float().numpy())
+        with _torch_threads(self.cfg.threads), torch.no_grad():
+            for start in range(0, n_steps, chunk):
+                stop = min(start + chunk, n_steps)
+                lo = max(0, start - context)
+                hi = min(n_steps, stop + context)
+                x = torch.from_numpy(values[lo * self.hop : (hi - 1) * self.hop + self.field])[None]
+                h = self.model(x.to(self.device)).last_hidden_state[0]
+                pieces.append(h[start - lo : stop - lo].float().cpu().numpy())
         return np.concatenate(pieces, axis=0)
 
     def encode(self, audio_16k: np.ndarray, n_frames: int, fps: int | float) -> np.ndarray:
@@ -127,8 +132,21 @@ class AudioEncoder:
         return out.reshape(n_frames, tpf, states.shape[1]).astype(np.float32)
 
 
+@contextmanager
+def _torch_threads(n: int) -> Iterator[None]:
+    """Run with n intra-op threads (0 = leave torch's setting), restoring the previous count after."""
+    previous = torch.get_num_threads()
+    if n > 0 and n != previous:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        if torch.get_num_threads() != previous:
+            torch.set_num_threads(previous)
+
+
 def _interp_rows(t: np.ndarray, t_src: np.ndarray, rows: np.ndarray) -> np.ndarray:
-    """Linear interpolation of every column of `rows` (sampled at increasing `t_src`) at times `t`, clamped at the ends."""
+    """Linear interpolation of every column of `rows` (sampled at increasing t_src) at times t, clamped at the ends."""
     if rows.shape[0] == 1:
         return np.repeat(rows, t.size, axis=0)
     t = np.clip(t, t_src[0], t_src[-1])

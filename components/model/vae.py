@@ -15,23 +15,10 @@ from pathlib import Path
 
 import torch
 from diffusers import AutoencoderKLWan
-from pydantic import BaseModel, ConfigDict, Field
+from components.config import VaeConfig
 
 
-class VaeConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    # Local directory of a Wan checkpoint (with a `vae/` subfolder) or of the VAE itself; None -> tiny random VAE.
-    pretrained_path: str | None = None
-    base_dim: int = Field(16, ge=8)
-    z_dim: int = Field(16, ge=1)
-    dim_mult: tuple[int, ...] = (1, 2, 2, 2)
-    num_res_blocks: int = Field(1, ge=1)
-    temperal_downsample: tuple[bool, ...] = (False, True, True)  # upstream spelling
-    seed: int = 0
-
-
-def _diffusers_dir(local_dir: str | Path, subfolder: str) -> tuple[Path, str | None]:
+def resolve_component_dir(local_dir: str | Path, subfolder: str) -> tuple[Path, str | None]:
     """(root, subfolder) for from_pretrained: a checkpoint root with `subfolder/`, or the component dir itself."""
     root = Path(local_dir)
     if (root / subfolder / "config.json").is_file():
@@ -43,7 +30,7 @@ def _diffusers_dir(local_dir: str | Path, subfolder: str) -> tuple[Path, str | N
 
 def load_vae(local_dir: str | Path) -> AutoencoderKLWan:
     """A pretrained AutoencoderKLWan from a local directory (never downloads)."""
-    root, subfolder = _diffusers_dir(local_dir, "vae")
+    root, subfolder = resolve_component_dir(local_dir, "vae")
     try:
         return AutoencoderKLWan.from_pretrained(root, subfolder=subfolder, local_files_only=True)
     except (OSError, ValueError) as exc:

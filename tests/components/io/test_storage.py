@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+import socket
 import subprocess
-import sys
 import time
-from pathlib import Path
 
 import boto3
 import pytest
 
 from components.io.storage import LocalStorage, S3Storage, StorageError, open_storage
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # tests/ for conftest helpers
-from conftest import FAKE_AWS_ENV, free_port, _wait_until_up  # noqa: E402
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 @pytest.fixture(params=["local", "s3"])
@@ -86,15 +88,14 @@ def test_s3_stream_command_streams_an_object(s3_bucket, tmp_path):
 def test_missing_bucket_is_named(s3_server, monkeypatch):
     monkeypatch.setenv("S3_ENDPOINT_URL", s3_server)
     storage = open_storage("s3://no-such-bucket/shards")
-    with pytest.raises(StorageError, match=r"s3://no-such-bucket/shards: bucket 'no-such-bucket' does not exist"):
+    missing = "bucket 'no-such-bucket' does not exist"
+    with pytest.raises(StorageError, match=rf"s3://no-such-bucket/shards: {missing}"):
         storage.ensure_ready()
-    with pytest.raises(StorageError, match=r"s3://no-such-bucket/shards/x\.tar: bucket 'no-such-bucket' does not exist"):
+    with pytest.raises(StorageError, match=rf"s3://no-such-bucket/shards/x\.tar: {missing}"):
         storage.put_bytes(b"x", "x.tar")
 
 
-def test_unreachable_endpoint_fails_fast_naming_the_uri(monkeypatch):
-    for key, value in FAKE_AWS_ENV.items():
-        monkeypatch.setenv(key, value)
+def test_unreachable_endpoint_fails_fast_naming_the_uri(aws_env):
     dead = f"http://127.0.0.1:{free_port()}"  # nothing listens there
     storage = S3Storage("bucket", "prefix", endpoint_url=dead)
     start = time.monotonic()
@@ -103,29 +104,18 @@ def test_unreachable_endpoint_fails_fast_naming_the_uri(monkeypatch):
     assert time.monotonic() - start < 10
 
 
-def test_access_denied_is_reported(tmp_path, monkeypatch):
-    """A moto server that enforces IAM, asked with keys it has never issued."""
-    for key, value in FAKE_AWS_ENV.items():
-        monkeypatch.setenv(key, value)
-    port = free_port()
-    endpoint = f"http://127.0.0.1:{port}"
-    env = {**__import__("os").environ, "INITIAL_NO_AUTH_ACTION_COUNT": "0"}
-    moto = Path(sys.executable).parent / "moto_server"
-    with open(tmp_path / "moto.log", "wb") as log:
-        proc = subprocess.Popen([str(moto), "-H", "127.0.0.1", "-p", str(port)], stdout=log, stderr=log, env=env)
-    try:
-        _wait_until_up(f"{endpoint}/moto-api/", proc, timeout_s=20)
-        storage = S3Storage("locked", "p", endpoint_url=endpoint)
-        with pytest.raises(StorageError, match=r"s3://locked/p: access denied \((InvalidAccessKeyId|AccessDenied|403)\)"):
-            storage.ensure_ready()
-    finally:
-        proc.terminate()
-        proc.wait(timeout=5)
+def test_access_denied_is_reported(start_s3_server):
+    """A moto server that enforces IAM, asked with keys it never issued."""
+    endpoint = start_s3_server(INITIAL_NO_AUTH_ACTION_COUNT="0")
+    storage = S3Storage("locked", "p", endpoint_url=endpoint)
+    denied = r"s3://locked/p: access denied \((InvalidAccessKeyId|AccessDenied|403)\)"
+    with pytest.raises(StorageError, match=denied):
+        storage.ensure_ready()
 
 
 def test_s3_credentials_come_from_the_environment_only(s3_bucket):
     storage = open_storage(f"s3://{s3_bucket}")
     creds = storage.client._request_signer._credentials
-    assert creds.access_key == FAKE_AWS_ENV["AWS_ACCESS_KEY_ID"]
+    assert creds.access_key == "testing"  # the session's fake keys, from the environment
     assert "testing" not in storage.stream_command("x.tar")  # keys never ride on a command line
     boto3.client("s3", endpoint_url=storage.endpoint_url).head_bucket(Bucket=s3_bucket)

@@ -125,3 +125,16 @@ def test_resample_frames_rate_change_default_duration():
     assert len(out) == 50
     expected = np.floor(np.arange(50) / 25 * 30 + 1e-9).astype(int)
     assert out[:, 0, 0, 0].tolist() == expected.tolist()
+
+
+def test_encoding_is_reproducible(tmp_path):
+    # The synthetic world relies on this: same frames and audio -> same bytes, even after other codec work.
+    # (x264's mbtree made this smooth moving gradient encode differently on nearly every run: see write_video)
+    frames = _frames()
+    digests = set()
+    for i in range(6):
+        path = tmp_path / f"r{i}.mp4"
+        write_video(path, frames, FPS, _bursty_audio(), SR)
+        decode_video(path)
+        digests.add(path.read_bytes())
+    assert len(digests) == 1

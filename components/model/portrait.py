@@ -1,0 +1,440 @@
+"""The talking-portrait model: a diffusers `WanTransformer3DModel` (image-to-video) + motion modulation.
+
+Inputs to the transformer follow Wan2.1 I2V, channel order [noisy latents | mask (4) | condition latents]:
+the condition is the reference frame's latent in latent frame 0 and zeros elsewhere, the mask is 1 in latent
+frame 0 (its 4 channels stand for the 4 video frames a latent frame holds; frame 0 is given) and 0 elsewhere.
+
+Motion modulation (modulation.py) is injected without touching diffusers: every `WanTransformerBlock` in
+`transformer.blocks` is replaced by a `ModulatedWanBlock` that runs the original block, then adds the
+frame-aligned motion cross-attention. Wan blocks take no extra conditioning, so `PortraitModel.forward`
+hands the motion tokens to the wrappers for the duration of one forward call. Gradient checkpointing must use
+`PortraitModel.enable_gradient_checkpointing()`: its checkpoint function passes the tokens to the checkpointed
+call explicitly, so the recomputation in backward sees the very tokens of that forward (several forwards
+before one backward, as in DPO, stay correct).
+
+Saving: `save_pretrained(dir)` writes `transformer/` in diffusers format (bare blocks: loads into a plain
+WanTransformer3DModel), `modulation.safetensors` and `portrait_config.json`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+import torch.utils.checkpoint
+from diffusers import WanTransformer3DModel
+from diffusers.models.transformers.transformer_wan import WanTransformerBlock
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from components.config import BackboneConfig, PortraitModelConfig, TextEncoderConfig
+from components.model.modulation import (
+    AudioModulation,
+    FrameAlignedCrossAttention,
+    SkeletonModulation,
+    latent_length,
+)
+from components.model.vae import resolve_component_dir
+
+MASK_CHANNELS = 4  # Wan I2V: one mask channel per video frame inside a latent frame
+MODULATION_FILE = "modulation.safetensors"
+CONFIG_FILE = "portrait_config.json"
+
+
+def load_backbone(local_dir: str | Path) -> WanTransformer3DModel:
+    """A pretrained WanTransformer3DModel from a local checkpoint root or transformer directory (never downloads)."""
+    root, subfolder = resolve_component_dir(local_dir, "transformer")
+    try:
+        return WanTransformer3DModel.from_pretrained(root, subfolder=subfolder, local_files_only=True)
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"{local_dir}: could not load WanTransformer3DModel: {exc}") from exc
+
+
+def build_backbone(cfg: BackboneConfig) -> WanTransformer3DModel:
+    if cfg.pretrained_path is not None:
+        return load_backbone(cfg.pretrained_path)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.seed)
+        return WanTransformer3DModel(
+            patch_size=cfg.patch_size,
+            num_attention_heads=cfg.num_attention_heads,
+            attention_head_dim=cfg.attention_head_dim,
+            in_channels=2 * cfg.latent_channels + MASK_CHANNELS,
+            out_channels=cfg.latent_channels,
+            text_dim=cfg.text_dim,
+            freq_dim=cfg.freq_dim,
+            ffn_dim=cfg.ffn_dim,
+            num_layers=cfg.num_layers,
+        )
+
+
+def i2v_condition(ref_latents: torch.Tensor, n_latent_frames: int) -> torch.Tensor:
+    """Reference latent [B,z,h,w] or [B,z,1,h,w] -> Wan I2V condition [B, 4+z, T', h, w] = [mask | latents]."""
+    if ref_latents.ndim == 4:
+        ref_latents = ref_latents.unsqueeze(2)
+    if ref_latents.ndim != 5 or ref_latents.shape[2] != 1:
+        raise ValueError(f"ref_latents must be [B,z,h,w] or [B,z,1,h,w], got {tuple(ref_latents.shape)}")
+    batch, _, _, height, width = ref_latents.shape
+    rest = ref_latents.new_zeros(batch, ref_latents.shape[1], n_latent_frames - 1, height, width)
+    latents = torch.cat([ref_latents, rest], dim=2)
+    mask = ref_latents.new_zeros(batch, MASK_CHANNELS, n_latent_frames, height, width)
+    mask[:, :, 0] = 1.0
+    return torch.cat([mask, latents], dim=1)
+
+
+# ---------------------------------------------------------------- block wrapper
+
+
+class ModulatedWanBlock(nn.Module):
+    """A WanTransformerBlock followed by the frame-aligned motion cross-attention(s): Z' = block(Z) + Attn(Z, H)."""
+
+    def __init__(self, block: WanTransformerBlock, attentions: dict[str, FrameAlignedCrossAttention]):
+        super().__init__()
+        self.block = block
+        self.motion_attn = nn.ModuleDict(attentions)
+        self.motion: dict[str, torch.Tensor] | None = None  # set by PortraitModel for one forward call
+
+    def forward(self, hidden_states, encoder_hidden_states, temb, rotary_emb) -> torch.Tensor:
+        # Same positional signature as WanTransformerBlock, so WanTransformer3DModel.forward calls it unchanged.
+        return self.forward_with_motion(hidden_states, encoder_hidden_states, temb, rotary_emb, self.motion)
+
+    def forward_with_motion(self, hidden_states, encoder_hidden_states, temb, rotary_emb, motion) -> torch.Tensor:
+        hidden_states = self.block(hidden_states, encoder_hidden_states, temb, rotary_emb)
+        for name, tokens in (motion or {}).items():
+            hidden_states = hidden_states + self.motion_attn[name](hidden_states, tokens)
+        return hidden_states
+
+
+def checkpoint_modulated_block(block: nn.Module, *args):
+    """Gradient-checkpoint function for WanTransformer3DModel whose blocks may be ModulatedWanBlocks.
+
+    The motion tokens are read now, at forward time, and passed to `checkpoint` as an input, so the
+    recomputation during backward uses them even if another forward has set different tokens since.
+    """
+    if isinstance(block, ModulatedWanBlock):
+        return torch.utils.checkpoint.checkpoint(block.forward_with_motion, *args, block.motion, use_reentrant=False)
+    return torch.utils.checkpoint.checkpoint(block.__call__, *args, use_reentrant=False)
+
+
+# ---------------------------------------------------------------- the model
+
+
+class PortraitModel(nn.Module):
+    """Velocity model v(x_t, t | reference, audio, skeleton, text) for flow matching."""
+
+    def __init__(self, cfg: PortraitModelConfig, transformer: WanTransformer3DModel):
+        super().__init__()
+        self.cfg = cfg
+        bcfg, mcfg = transformer.config, cfg.modulation
+        z = cfg.backbone.latent_channels
+        if bcfg.in_channels != 2 * z + MASK_CHANNELS or bcfg.out_channels != z:
+            raise ValueError(
+                f"backbone has in/out channels {bcfg.in_channels}/{bcfg.out_channels}; an I2V backbone for "
+                f"{z} latent channels needs {2 * z + MASK_CHANNELS}/{z}"
+            )
+        if any(isinstance(b, ModulatedWanBlock) for b in transformer.blocks):
+            raise ValueError("this transformer already belongs to a PortraitModel (its blocks are wrapped)")
+        if bcfg.patch_size[0] != 1:
+            raise ValueError(f"frame-aligned modulation needs temporal patch 1, backbone has {tuple(bcfg.patch_size)}")
+        dim = bcfg.num_attention_heads * bcfg.attention_head_dim
+        heads = mcfg.heads or bcfg.num_attention_heads
+        self.rho = mcfg.rho
+        self.transformer = transformer
+
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(cfg.seed)
+            self.motion = nn.ModuleDict()
+            if mcfg.audio.enabled:
+                self.motion["audio"] = AudioModulation(mcfg.audio, dim, mcfg.rho)
+            if mcfg.skeleton.enabled:
+                self.motion["skeleton"] = SkeletonModulation(mcfg.skeleton, dim, mcfg.rho)
+            streams = list(self.motion) if mcfg.fusion == "separate" else (["joint"] if len(self.motion) else [])
+            for i, block in enumerate(transformer.blocks):
+                attentions = {s: FrameAlignedCrossAttention(dim, heads, eps=bcfg.eps) for s in streams}
+                transformer.blocks[i] = ModulatedWanBlock(block, attentions)
+
+    @classmethod
+    def from_config(cls, cfg: PortraitModelConfig) -> "PortraitModel":
+        return cls(cfg, build_backbone(cfg.backbone))
+
+    # -- structure
+
+    def modulated_blocks(self) -> list[ModulatedWanBlock]:
+        return [b for b in self.transformer.blocks if isinstance(b, ModulatedWanBlock)]
+
+    def named_modulation_parameters(self) -> Iterator[tuple[str, nn.Parameter]]:
+        """Parameters added by the modulation, named as in `modulation_state_dict`.
+
+        `motion.audio.*` / `motion.skeleton.*` are eq. 6-7 per modality; `blocks.{i}.{stream}.*` the eq. 8
+        cross-attention of block i (stream `joint`, or `audio` / `skeleton` with fusion="separate").
+        """
+        for name, p in self.motion.named_parameters():
+            yield f"motion.{name}", p
+        for i, block in enumerate(self.modulated_blocks()):
+            for name, p in block.motion_attn.named_parameters():
+                yield f"blocks.{i}.{name}", p
+
+    def backbone_parameters(self) -> Iterator[nn.Parameter]:
+        ours = {id(p) for _, p in self.named_modulation_parameters()}
+        return (p for p in self.transformer.parameters() if id(p) not in ours)
+
+    def freeze_backbone(self) -> None:
+        for p in self.backbone_parameters():
+            p.requires_grad_(False)
+
+    @contextmanager
+    def bare_backbone(self) -> Iterator[WanTransformer3DModel]:
+        """The transformer with its original blocks in place (for diffusers-format saving)."""
+        wrappers = list(self.transformer.blocks)
+        for i, w in enumerate(wrappers):
+            if isinstance(w, ModulatedWanBlock):
+                self.transformer.blocks[i] = w.block
+        try:
+            yield self.transformer
+        finally:
+            for i, w in enumerate(wrappers):
+                self.transformer.blocks[i] = w
+
+    # -- gradient checkpointing
+
+    def enable_gradient_checkpointing(self) -> None:
+        self.transformer.enable_gradient_checkpointing(gradient_checkpointing_func=checkpoint_modulated_block)
+
+    def disable_gradient_checkpointing(self) -> None:
+        self.transformer.disable_gradient_checkpointing()
+
+    # -- forward
+
+    def motion_tokens(
+        self,
+        audio_feats: torch.Tensor | None,
+        pose: torch.Tensor | None,
+        n_latent: int,
+        batch: int,
+        drop: dict[str, torch.Tensor | None],
+        like: torch.Tensor,
+    ) -> dict[str, torch.Tensor]:
+        """Projected motion tokens per attention stream, each [B, T', M, dim]. A missing input is its null."""
+        inputs = {"audio": audio_feats, "skeleton": pose}
+        tokens: dict[str, torch.Tensor] = {}
+        for name, feats in inputs.items():
+            if name not in self.motion:
+                if feats is not None:
+                    raise ValueError(f"{name} input given but {name} modulation is disabled in the config")
+                continue
+            module = self.motion[name]
+            if feats is None:
+                tokens[name] = module.project.null_tokens(batch, n_latent, like)
+                continue
+            if feats.shape[0] != batch or latent_length(feats.shape[1], self.rho) != n_latent:
+                raise ValueError(
+                    f"{name} input {tuple(feats.shape)} does not match {batch} clips of {n_latent} latent frames "
+                    f"({self.rho * (n_latent - 1) + 1} video frames)"
+                )
+            tokens[name] = module(feats.to(like.dtype), drop[name])
+        if self.cfg.modulation.fusion == "joint" and tokens:
+            return {"joint": torch.cat(list(tokens.values()), dim=2)}  # H = [H_audio || H_skel]
+        return tokens
+
+    @contextmanager
+    def _bound_motion(self, motion: dict[str, torch.Tensor]) -> Iterator[None]:
+        blocks = self.modulated_blocks()
+        for block in blocks:
+            block.motion = motion
+        try:
+            yield
+        finally:
+            for block in blocks:
+                block.motion = None
+
+    def forward(
+        self,
+        noisy_latents: torch.Tensor,
+        timestep: torch.Tensor,
+        ref_latents: torch.Tensor,
+        audio_feats: torch.Tensor | None,
+        pose: torch.Tensor | None,
+        text_emb: torch.Tensor,
+        drop_audio: torch.Tensor | None = None,
+        drop_pose: torch.Tensor | None = None,
+        image_emb: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Velocity [B, z, T', h, w].
+
+        noisy_latents [B,z,T',h,w]; timestep [B] (sigma * 1000); ref_latents [B,z,(1,)h,w];
+        audio_feats [B,T,N_a,d_a] and pose [B,T,J,3] with T = 4(T'-1)+1 (None -> null condition);
+        text_emb [B,L,text_dim]; drop_audio / drop_pose bool [B] replace that condition by its learned null
+        (CFG training / the unconditional pass; also what a missing input becomes); image_emb: CLIP image
+        tokens, only for backbones built with image_dim (Wan2.1-I2V-14B).
+        """
+        tf = self.transformer
+        if tf.gradient_checkpointing and tf._gradient_checkpointing_func is not checkpoint_modulated_block:
+            raise RuntimeError("enable gradient checkpointing through PortraitModel.enable_gradient_checkpointing()")
+        if noisy_latents.ndim != 5:
+            raise ValueError(f"noisy_latents must be [B,z,T',h,w], got {tuple(noisy_latents.shape)}")
+        batch, _, n_latent = noisy_latents.shape[:3]
+        condition = i2v_condition(ref_latents.to(noisy_latents.dtype), n_latent)
+        if condition.shape[-2:] != noisy_latents.shape[-2:]:
+            raise ValueError(
+                f"ref_latents {tuple(ref_latents.shape)} and noisy_latents {tuple(noisy_latents.shape)} differ in size"
+            )
+        hidden = torch.cat([noisy_latents, condition], dim=1)
+        drop = {"audio": drop_audio, "skeleton": drop_pose}
+        motion = self.motion_tokens(audio_feats, pose, n_latent, batch, drop, noisy_latents)
+        with self._bound_motion(motion):
+            return tf(
+                hidden,
+                timestep=timestep,
+                encoder_hidden_states=text_emb,
+                encoder_hidden_states_image=image_emb,
+                return_dict=False,
+            )[0]
+
+    # -- persistence
+
+    def modulation_state_dict(self) -> dict[str, torch.Tensor]:
+        return {name: p.detach() for name, p in self.named_modulation_parameters()}
+
+    def save_modulation(self, path: str | Path) -> None:
+        """The modulation weights (everything the backbone lacks) as safetensors, written atomically."""
+        path = Path(path)
+        tensors = {k: v.contiguous().cpu() for k, v in self.modulation_state_dict().items()}
+        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+        try:
+            save_file(tensors, str(tmp), metadata={"portrait_config": self.cfg.model_dump_json()})
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    def load_modulation(self, path: str | Path, allow_missing: bool = False) -> list[str]:
+        """Load modulation weights; returns the names left at their initial values (only with allow_missing,
+        e.g. the new skeleton layers when phase 2 starts from a phase-1 file)."""
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: modulation weights not found")
+        ours = dict(self.named_modulation_parameters())
+        with safe_open(str(path), framework="pt") as f:
+            names = set(f.keys())
+            unexpected = sorted(names - ours.keys())
+            if unexpected:
+                raise ValueError(f"{path}: weights for layers this model does not have: {unexpected[:5]}")
+            missing = sorted(ours.keys() - names)
+            if missing and not allow_missing:
+                raise ValueError(f"{path}: missing weights for {missing[:5]} ({len(missing)} in all)")
+            with torch.no_grad():
+                for name in names:
+                    value = f.get_tensor(name)
+                    if value.shape != ours[name].shape:
+                        raise ValueError(
+                            f"{path}: {name} has shape {tuple(value.shape)}, model expects {tuple(ours[name].shape)}"
+                        )
+                    ours[name].copy_(value)
+        return missing
+
+    def save_pretrained(self, directory: str | Path) -> None:
+        """Write `transformer/` (diffusers), `modulation.safetensors` and `portrait_config.json`.
+
+        The directory is assembled under a temporary name and swapped in, so a crash never leaves half a model.
+        """
+        directory = Path(directory)
+        directory.parent.mkdir(parents=True, exist_ok=True)
+        tmp = directory.with_name(f".{directory.name}.{uuid.uuid4().hex}.tmp")
+        old = directory.with_name(f".{directory.name}.{uuid.uuid4().hex}.old")
+        try:
+            with self.bare_backbone() as bare:
+                bare.save_pretrained(tmp / "transformer", safe_serialization=True)
+            self.save_modulation(tmp / MODULATION_FILE)
+            (tmp / CONFIG_FILE).write_text(self.cfg.model_dump_json(indent=2))
+            if directory.exists():
+                os.replace(directory, old)
+            os.replace(tmp, directory)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+            shutil.rmtree(old, ignore_errors=True)
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path) -> "PortraitModel":
+        directory = Path(directory)
+        config_file = directory / CONFIG_FILE
+        if not config_file.is_file():
+            raise FileNotFoundError(f"{directory}: not a saved PortraitModel (no {CONFIG_FILE})")
+        try:
+            cfg = PortraitModelConfig.model_validate(json.loads(config_file.read_text()))
+        except ValueError as exc:
+            raise ValueError(f"{config_file}: invalid portrait config: {exc}") from exc
+        backbone = cfg.backbone.model_copy(update={"pretrained_path": str(directory)})
+        cfg = cfg.model_copy(update={"backbone": backbone})
+        model = cls(cfg, load_backbone(directory))
+        model.load_modulation(directory / MODULATION_FILE)
+        return model
+
+
+# ---------------------------------------------------------------- text
+
+
+class TextEncoder(nn.Module):
+    """Frozen prompt encoder -> [B, max_length, d_model], zero past each prompt's end (as the Wan pipeline pads).
+
+    Wan profile: umT5 + tokenizer from a local Wan checkpoint. Toy profile: a tiny random umT5 over UTF-8 bytes
+    (ids: 0 pad, 1 end, byte + 3), so both profiles run the same transformers class.
+    """
+
+    PAD, EOS, BYTE_OFFSET = 0, 1, 3
+
+    def __init__(self, cfg: TextEncoderConfig):
+        super().__init__()
+        # transformers is slow to import; only the text encoder needs it here.
+        from transformers import AutoTokenizer, UMT5Config, UMT5EncoderModel
+
+        self.max_length = cfg.max_length
+        self.tokenizer = None
+        if cfg.pretrained_path is not None:
+            root, subfolder = resolve_component_dir(cfg.pretrained_path, "text_encoder")
+            tok_dir = Path(cfg.pretrained_path) / "tokenizer"
+            if not tok_dir.is_dir():
+                raise FileNotFoundError(f"{cfg.pretrained_path}: no tokenizer/ directory next to the text encoder")
+            self.model = UMT5EncoderModel.from_pretrained(root, subfolder=subfolder, local_files_only=True)
+            self.tokenizer = AutoTokenizer.from_pretrained(tok_dir, local_files_only=True)
+        else:
+            config = UMT5Config(
+                vocab_size=256 + self.BYTE_OFFSET,
+                d_model=cfg.d_model,
+                d_kv=cfg.d_model // cfg.num_heads,
+                d_ff=cfg.d_ff,
+                num_layers=cfg.num_layers,
+                num_heads=cfg.num_heads,
+                relative_attention_num_buckets=8,
+                pad_token_id=self.PAD,
+                eos_token_id=self.EOS,
+                decoder_start_token_id=self.PAD,
+            )
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(cfg.seed)
+                self.model = UMT5EncoderModel(config)
+        self.model.requires_grad_(False).eval()
+
+    def tokenize(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.tokenizer is not None:
+            out = self.tokenizer(
+                prompts, padding="max_length", max_length=self.max_length, truncation=True, return_tensors="pt"
+            )
+            return out.input_ids, out.attention_mask
+        ids = torch.full((len(prompts), self.max_length), self.PAD, dtype=torch.long)
+        for row, text in enumerate(prompts):
+            tokens = [b + self.BYTE_OFFSET for b in text.encode("utf-8")][: self.max_length - 1] + [self.EOS]
+            ids[row, : len(tokens)] = torch.tensor(tokens)
+        return ids, (ids != self.PAD).long()
+
+    @torch.no_grad()
+    def forward(self, prompts: list[str]) -> torch.Tensor:
+        ids, mask = self.tokenize(prompts)
+        device = next(self.model.parameters()).device
+        hidden = self.model(ids.to(device), attention_mask=mask.to(device)).last_hidden_state
+        return hidden * mask.to(device)[..., None]

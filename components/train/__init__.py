@@ -1,0 +1,1 @@
+"""Training: flow matching, the training loop, preference optimisation (DPO, TLPO)."""

@@ -1,0 +1,79 @@
+import pytest
+import torch
+
+from components.model.vae import (
+    VaeConfig,
+    build_vae,
+    decode_latents,
+    encode_video,
+    latent_frames,
+    latent_stats,
+    set_latent_stats,
+    to_uint8_frames,
+    to_vae_input,
+)
+
+
+@pytest.fixture(scope="module")
+def vae():
+    return build_vae(VaeConfig()).eval()
+
+
+def clip(n_frames: int = 17, size: int = 32, seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(0, 256, (1, n_frames, size, size, 3), generator=g, dtype=torch.uint8)
+
+
+def test_compression_17_frames_to_5_latent_frames_at_8x(vae):
+    with torch.no_grad():
+        latents = encode_video(vae, clip(17, 32))
+        assert latents.shape == (1, 16, 5, 4, 4)
+        video = decode_latents(vae, latents)
+    assert video.shape == (1, 3, 17, 32, 32) and video.min() >= -1 and video.max() <= 1
+    frames = to_uint8_frames(video)
+    assert frames.shape == (1, 17, 32, 32, 3) and frames.dtype == torch.uint8
+    assert latent_frames(17) == 5 and latent_frames(1) == 1
+
+
+def test_layouts_and_dtypes_agree(vae):
+    frames = clip(5)
+    x = to_vae_input(frames)
+    assert x.shape == (1, 3, 5, 32, 32) and x.min() >= -1 and x.max() <= 1
+    assert torch.equal(to_vae_input(frames.permute(0, 4, 1, 2, 3)), x)  # [B,3,T,H,W] uint8
+    assert torch.equal(to_vae_input(x), x)  # float in [-1, 1] passes through
+    assert torch.equal(to_uint8_frames(x), frames)  # exact round trip of the pixel mapping
+    with torch.no_grad():
+        assert torch.equal(encode_video(vae, frames), encode_video(vae, x))
+
+
+def test_bad_inputs_are_named(vae):
+    with pytest.raises(ValueError, match="4k\\+1 frames, got 16"):
+        encode_video(vae, clip(16))
+    with pytest.raises(ValueError, match="not a multiple"):
+        encode_video(vae, clip(17, 36))
+    with pytest.raises(ValueError, match="5-D"):
+        encode_video(vae, torch.zeros(17, 32, 32, 3, dtype=torch.uint8))
+    with pytest.raises(ValueError, match="latents must be"):
+        decode_latents(vae, torch.zeros(1, 8, 5, 4, 4))
+
+
+def test_latent_statistics_normalise_and_persist(tmp_path):
+    vae = build_vae(VaeConfig()).eval()
+    frames = clip(5, 16)
+    with torch.no_grad():
+        raw = encode_video(vae, frames)  # a fresh toy VAE has identity statistics
+        decoded_raw = decode_latents(vae, raw)
+        mean, std = latent_stats(raw)
+        set_latent_stats(vae, mean, std)
+        normalised = encode_video(vae, frames)
+        expected = (raw - torch.tensor(mean).view(1, -1, 1, 1, 1)) / torch.tensor(std).view(1, -1, 1, 1, 1)
+        torch.testing.assert_close(normalised, expected)
+        torch.testing.assert_close(normalised.transpose(0, 1).flatten(1).mean(1), torch.zeros(16), atol=1e-5, rtol=0)
+        torch.testing.assert_close(decode_latents(vae, normalised), decoded_raw, atol=1e-5, rtol=0)
+
+        vae.save_pretrained(tmp_path / "wan" / "vae")
+        loaded = build_vae(VaeConfig(pretrained_path=str(tmp_path / "wan")))
+        assert list(loaded.config.latents_mean) == pytest.approx(mean)
+        assert torch.equal(encode_video(loaded.eval(), frames), normalised)
+    with pytest.raises(ValueError, match="positive stds"):
+        set_latent_stats(vae, mean, [0.0] * 16)
