@@ -1,0 +1,1 @@
+"""Throughput benchmarks (`make bench`): figures and ratios, never pass/fail timings."""
