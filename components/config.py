@@ -239,7 +239,7 @@ class TrainingDataConfig(_Strict):
     shards: str = "data/shards"  # the shard stage's output (local dir or s3://)
     frames: int = Field(17, ge=1)  # T = 4k+1 video frames per window -> k+1 latent frames
     window_stride: int = Field(8, ge=1)  # frames between window starts inside a clip
-    audio_features: Literal["mel", "wav2vec"] = "mel"  # which ingest feature drives the audio modulation
+    audio_features: Literal["mel", "wav2vec"] = "wav2vec"  # which ingest feature drives the audio modulation
     latents_dir: str = "data/latents"  # VAE latents, encoded once per VAE and shared by every DiT stage
 
     @model_validator(mode="after")
@@ -250,31 +250,45 @@ class TrainingDataConfig(_Strict):
 
 
 class OptimConfig(_Strict):
+    """AdamW over the trainable parameters; the learning rate follows a per-optimizer-step schedule."""
+
     lr: float = Field(1e-3, gt=0)
-    weight_decay: float = Field(0.0, ge=0)
+    weight_decay: float = Field(0.0, ge=0)  # decoupled (AdamW), applied to every trainable parameter
     betas: tuple[float, float] = (0.9, 0.999)
+    # Linear warmup: optimizer step s (0-based) uses lr * min(1, (s + 1) / warmup_steps); 0 = no warmup.
     warmup_steps: int = Field(0, ge=0)
-    grad_clip: float | None = 1.0
+    # After warmup: "constant" keeps lr; "cosine" decays from lr to lr * min_lr_ratio at the last step.
+    schedule: Literal["constant", "cosine"] = "constant"
+    min_lr_ratio: float = Field(0.0, ge=0, le=1)
+    grad_clip: float | None = Field(1.0, gt=0)  # max global L2 norm of the gradients; None = no clipping
 
 
 class TrainLoopConfig(_Strict):
     """What every training stage shares: steps, batch, accumulation, precision, checkpoints, logging."""
 
-    steps: int = Field(100, ge=1)
-    batch_size: int = Field(8, ge=1)  # global batch = batch_size * grad_accum, split over processes
+    steps: int = Field(100, ge=1)  # optimizer steps
+    # batch_size = samples in one forward/backward summed over ALL processes (the global micro-batch); each of
+    # the N processes computes batch_size / N of them (must divide). One optimizer step averages the gradient
+    # over batch_size * grad_accum samples, whatever N is: 8 x 1 on 1 process == 4 x 2 == 8 x 1 on 2 processes.
+    batch_size: int = Field(8, ge=1)
     grad_accum: int = Field(1, ge=1)
     mixed_precision: Literal["no", "bf16"] = "no"  # bf16 autocast on GPU; the toy profile runs fp32 on CPU
-    gradient_checkpointing: bool = False
-    checkpoint_every: int = Field(50, ge=1)
+    gradient_checkpointing: bool = False  # calls model.enable_gradient_checkpointing()
+    checkpoint_every: int = Field(50, ge=1)  # optimizer steps; the last step is always checkpointed
+    keep_checkpoints: int = Field(2, ge=1)  # the newest K complete checkpoints are kept
     log_every: int = Field(10, ge=1)
     sample_every: int = Field(0, ge=0)  # 0: no sample videos during training
-    seed: int = 0
+    seed: int = Field(0, ge=0)  # data order and per-step noise, and the initial RNG of each process
+    # DDP: let parameters go without a gradient in a step (e.g. the learned null-audio embedding when no
+    # sample of the step drops audio). Costs one graph walk per step; without it DDP raises on such steps.
+    find_unused_parameters: bool = True
     optim: OptimConfig = OptimConfig()
 
 
 class VaePretrainConfig(TrainLoopConfig):
     mouth_weight: float = Field(4.0, ge=0)  # extra reconstruction weight inside the ground-truth mouth box
     kl_weight: float = Field(1e-6, ge=0)
+    recon_loss: Literal["l1", "l2"] = "l1"  # per-pixel error in [-1, 1] space
 
 
 class FlowTrainConfig(TrainLoopConfig):
@@ -312,6 +326,24 @@ class Params(_Strict):
     phase2: FlowTrainConfig = FlowTrainConfig()
     sampling: SamplingConfig = SamplingConfig()
     tracking: TrackingConfig = TrackingConfig()
+
+    @model_validator(mode="after")
+    def _audio_modulation_matches_features(self) -> "Params":
+        """The audio modulation's input must be the feature the training data hands it."""
+        audio = self.model.modulation.audio
+        if self.data.audio_features == "mel":
+            expected = (self.ingest.audio.n_mels, 4)  # log-mel: 4 mel frames per 25 fps video frame
+        elif self.ingest.audio.pretrained_path is None:
+            expected = (self.ingest.audio.tiny.hidden_size, self.ingest.audio.tokens_per_frame)
+        else:
+            expected = (audio.in_dim, self.ingest.audio.tokens_per_frame)  # hidden size known only from the checkpoint
+        if (audio.in_dim, audio.tokens_per_frame) != expected:
+            raise ValueError(
+                f"model.modulation.audio (in_dim={audio.in_dim}, tokens_per_frame={audio.tokens_per_frame}) does not "
+                f"match data.audio_features={self.data.audio_features!r}, which gives in_dim={expected[0]}, "
+                f"tokens_per_frame={expected[1]}"
+            )
+        return self
 
 
 def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:

@@ -1,6 +1,7 @@
 """The `talkalign` command: one sub-command per pipeline stage (each runs that stage's Prefect flow).
 
     talkalign synthesize [--params params.yaml] [--set world.n_identities=4 ...]
+    talkalign animate --image ref.png --audio speech.wav --model models:/talkalign@champion -o out.mp4
 """
 
 from __future__ import annotations
@@ -30,6 +31,15 @@ STAGES: dict[str, tuple[str, str]] = {
     "ingest": ("flows.data:ingest_flow", "decode a folder of talking videos into samples; quarantine bad clips"),
     "validate": ("flows.data:validate_flow", "great-expectations checks over the clip manifest"),
     "shard": ("flows.data:shard_flow", "write WebDataset shards split by identity (local or s3://)"),
+    "pretrain-vae": ("flows.train:pretrain_vae_flow", "train the toy video VAE (skipped with vae.pretrained_path)"),
+    "latents": ("flows.train:latents_flow", "encode every training window once with the stage VAE"),
+    "pretrain-dit": ("flows.train:pretrain_dit_flow", "train the base image-to-video DiT (toy profile)"),
+    "phase1": ("flows.train:phase1_flow", "train the audio modulation, backbone frozen (--variant for the ablation)"),
+    "phase2": ("flows.train:phase2_flow", "train the skeleton modulation, everything else frozen"),
+}
+# Stage options beyond --params/--set: sub-command -> {flag: (flow keyword, help)}.
+STAGE_OPTIONS: dict[str, dict[str, tuple[str, str]]] = {
+    "phase1": {"--variant": ("variant", "temporal motion modulation: reshape (ours), half (audio/2), downsample (audio/4)")},
 }
 
 
@@ -56,14 +66,65 @@ def build_parser() -> argparse.ArgumentParser:
         stage = sub.add_parser(name, help=help_text)
         stage.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
         stage.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+        for flag, (dest, option_help) in STAGE_OPTIONS.get(name, {}).items():
+            stage.add_argument(flag, dest=dest, help=option_help)
+    add_animate_parser(sub)
     return parser
+
+
+def add_animate_parser(sub: argparse._SubParsersAction) -> None:
+    """`animate` is inference, not a pipeline stage: no flow, no params file."""
+    p = sub.add_parser("animate", help="make a talking video from a portrait image and speech with a trained model")
+    p.add_argument("--image", required=True, help="reference portrait (any image format; centre-cropped)")
+    p.add_argument("--audio", required=True, help="speech: a sound file, or a video/audio file with an audio stream")
+    p.add_argument("--pose", help="talkalign-keypoints-v1 json in the image's pixels (skeleton models)")
+    p.add_argument("--prompt", default="", help="text prompt")
+    p.add_argument("--model", required=True, help="bundle directory or MLflow URI (models:/name@alias, runs:/...)")
+    p.add_argument("-o", "--output", required=True, help="output video (.mp4, .mov or .mkv)")
+    p.add_argument("--steps", type=int, help="sampling steps (default: the model's)")
+    p.add_argument("--guidance", type=float, help="audio classifier-free guidance (default: the model's)")
+    p.add_argument("--seed", type=int, help="sampling seed (default: the model's)")
+    p.add_argument("--tracking-uri", help="MLflow tracking URI for models:/ and runs:/ (default: MLFLOW_TRACKING_URI)")
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (0: torch's default)")
+
+
+def run_animate(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from components.inference.animate import AnimateInputError, animate_files
+
+    with tqdm(desc="windows", unit="window", disable=None, file=sys.stderr) as bar:
+
+        def progress(done: int, total: int) -> None:
+            bar.total = total
+            bar.update(done - bar.n)
+
+        try:
+            out = animate_files(
+                args.image, args.audio, args.output, args.model, pose_path=args.pose, prompt=args.prompt,
+                steps=args.steps, guidance=args.guidance, seed=args.seed, progress=progress,
+                tracking_uri=args.tracking_uri, threads=args.threads,
+            )
+        except AnimateInputError as exc:
+            bar.close()
+            print(f"talkalign animate: {exc}", file=sys.stderr)
+            return 1
+    print(out)
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "animate":
+        return run_animate(args)
     flow_fn = load_flow(STAGES[args.command][0])
+    options = {dest: getattr(args, dest) for dest, _ in STAGE_OPTIONS.get(args.command, {}).values()}
     try:
-        flow_fn(params_path=args.params, overrides=parse_overrides(args.overrides))
+        flow_fn(
+            params_path=args.params,
+            overrides=parse_overrides(args.overrides),
+            **{key: value for key, value in options.items() if value is not None},
+        )
     except Exception as exc:  # the flow run is already marked failed in Prefect; say why in one place
         print(f"talkalign {args.command}: failed: {exc}", file=sys.stderr)
         return 1

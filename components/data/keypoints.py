@@ -70,51 +70,72 @@ class JsonSidecarExtractor:
         path = sidecar_path(Path(video_path))
         if not path.is_file():
             raise KeypointError(f"{path}: keypoint sidecar missing")
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise KeypointError(f"{path}: not valid JSON ({exc})") from exc
-        if not isinstance(data, dict):
-            raise KeypointError(f"{path}: expected a JSON object, got {type(data).__name__}")
-        if data.get("format") != SIDECAR_FORMAT:
-            raise KeypointError(f"{path}: format is {data.get('format')!r}, expected {SIDECAR_FORMAT!r}")
-        missing = [k for k in ("fps", "width", "height", "joints", "frames") if k not in data]
-        if missing:
-            raise KeypointError(f"{path}: missing field(s) {', '.join(missing)}")
-
-        joints = data["joints"]
-        if not isinstance(joints, list) or not all(isinstance(j, str) for j in joints):
-            raise KeypointError(f"{path}: 'joints' must be a list of names")
-        if len(joints) != self.n_joints:
-            raise KeypointError(f"{path}: {len(joints)} joints, expected {self.n_joints}")
-
+        keypoints, fps = read_keypoints_json(path, self.n_joints)
         n_frames, height, width = decoded.frames.shape[:3]
-        if (data["width"], data["height"]) != (width, height):
+        if (keypoints.width, keypoints.height) != (width, height):
             raise KeypointError(
-                f"{path}: keypoints are for {data['width']}x{data['height']} frames, video is {width}x{height}"
+                f"{path}: keypoints are for {keypoints.width}x{keypoints.height} frames, video is {width}x{height}"
             )
-        try:
-            fps = float(data["fps"])
-        except (TypeError, ValueError):
-            raise KeypointError(f"{path}: fps {data['fps']!r} is not a number") from None
         if abs(fps - decoded.fps) > 0.01 * decoded.fps:
             raise KeypointError(f"{path}: keypoints at {fps:g} fps, video at {decoded.fps:g} fps")
+        if len(keypoints.points) != n_frames:
+            raise KeypointError(f"{path}: {len(keypoints.points)} keypoint frames, video has {n_frames}")
+        return keypoints
 
-        try:
-            points = np.asarray(data["frames"], dtype=np.float64)
-        except (TypeError, ValueError):  # ragged nesting or non-numbers
-            raise KeypointError(f"{path}: 'frames' is not a [T][J][3] array of numbers") from None
-        if points.ndim != 3 or points.shape[1:] != (self.n_joints, 3):
-            raise KeypointError(f"{path}: 'frames' has shape {points.shape}, expected [T, {self.n_joints}, 3]")
-        if points.shape[0] != n_frames:
-            raise KeypointError(f"{path}: {points.shape[0]} keypoint frames, video has {n_frames}")
-        if not np.isfinite(points).all():
-            bad = np.argwhere(~np.isfinite(points))[0]
-            raise KeypointError(f"{path}: non-finite value at frame {bad[0]}, joint {bad[1]}")
-        conf = points[..., 2]
-        if conf.min() < 0 or conf.max() > 1:
-            raise KeypointError(f"{path}: confidence outside [0, 1] (min {conf.min():g}, max {conf.max():g})")
-        return Keypoints(points.astype(np.float32), tuple(joints), width, height)
+
+def _is_pixel_count(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0 and float(value).is_integer()
+
+
+def read_keypoints_json(path: Path, n_joints: int) -> tuple[Keypoints, float]:
+    """A talkalign-keypoints-v1 file checked on its own (format, fields, joints, values): (keypoints, fps).
+
+    Checks against a video (frame size, rate, count) are the caller's: ingest and animate compare with different things.
+    """
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise KeypointError(f"{path}: not valid JSON ({exc})") from exc
+    except OSError as exc:
+        raise KeypointError(f"{path}: cannot read ({exc.strerror or exc})") from exc
+    if not isinstance(data, dict):
+        raise KeypointError(f"{path}: expected a JSON object, got {type(data).__name__}")
+    if data.get("format") != SIDECAR_FORMAT:
+        raise KeypointError(f"{path}: format is {data.get('format')!r}, expected {SIDECAR_FORMAT!r}")
+    missing = [k for k in ("fps", "width", "height", "joints", "frames") if k not in data]
+    if missing:
+        raise KeypointError(f"{path}: missing field(s) {', '.join(missing)}")
+
+    joints = data["joints"]
+    if not isinstance(joints, list) or not all(isinstance(j, str) for j in joints):
+        raise KeypointError(f"{path}: 'joints' must be a list of names")
+    if len(joints) != n_joints:
+        raise KeypointError(f"{path}: {len(joints)} joints, expected {n_joints}")
+    width, height = data["width"], data["height"]
+    if not (_is_pixel_count(width) and _is_pixel_count(height)):
+        raise KeypointError(f"{path}: width and height must be positive integers, got {width!r} x {height!r}")
+    width, height = int(width), int(height)
+    try:
+        fps = float(data["fps"])
+    except (TypeError, ValueError):
+        raise KeypointError(f"{path}: fps {data['fps']!r} is not a number") from None
+    if not fps > 0:
+        raise KeypointError(f"{path}: fps must be positive, got {fps:g}")
+
+    try:
+        points = np.asarray(data["frames"], dtype=np.float64)
+    except (TypeError, ValueError):  # ragged nesting or non-numbers
+        raise KeypointError(f"{path}: 'frames' is not a [T][J][3] array of numbers") from None
+    if points.ndim != 3 or points.shape[1:] != (n_joints, 3) or points.shape[0] == 0:
+        raise KeypointError(f"{path}: 'frames' has shape {points.shape}, expected [T, {n_joints}, 3] with T >= 1")
+    if not np.isfinite(points).all():
+        bad = np.argwhere(~np.isfinite(points))[0]
+        raise KeypointError(f"{path}: non-finite value at frame {bad[0]}, joint {bad[1]}")
+    conf = points[..., 2]
+    if conf.min() < 0 or conf.max() > 1:
+        raise KeypointError(f"{path}: confidence outside [0, 1] (min {conf.min():g}, max {conf.max():g})")
+    return Keypoints(points.astype(np.float32), tuple(joints), width, height), fps
 
 
 def make_extractor(cfg: KeypointConfig) -> KeypointExtractor:

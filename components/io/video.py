@@ -6,6 +6,7 @@ first video frame, and the decoded audio is shifted so that sample 0 plays with 
 
 from __future__ import annotations
 
+import io
 import os
 from dataclasses import dataclass
 from fractions import Fraction
@@ -16,7 +17,7 @@ import numpy as np
 
 from components.io.errors import MediaError
 
-__all__ = ["DecodedVideo", "MediaError", "decode_video", "resample_frames", "write_video"]
+__all__ = ["DecodedVideo", "MediaError", "decode_video", "decode_video_bytes", "resample_frames", "write_video"]
 
 # A container whose header promises more than this fraction of its duration beyond what decoded is truncated.
 _TRUNCATION_TOLERANCE = 0.1
@@ -46,8 +47,17 @@ def decode_video(path: str | Path, *, with_audio: bool = True) -> DecodedVideo:
     path = Path(path)
     if not path.is_file():
         raise MediaError(f"{path}: no such file")
+    return _decode_source(str(path), path, with_audio)
+
+
+def decode_video_bytes(data: bytes, *, with_audio: bool = True, name: str = "<bytes>") -> DecodedVideo:
+    """`decode_video` for an in-memory file (e.g. a shard's mp4 field); `name` labels errors."""
+    return _decode_source(io.BytesIO(data), name, with_audio)
+
+
+def _decode_source(source: str | io.BytesIO, path: Path | str, with_audio: bool) -> DecodedVideo:
     try:
-        with av.open(str(path), mode="r") as container:
+        with av.open(source, mode="r") as container:
             return _decode_container(container, path, with_audio)
     except MediaError:
         raise
@@ -55,7 +65,7 @@ def decode_video(path: str | Path, *, with_audio: bool = True) -> DecodedVideo:
         raise MediaError(f"{path}: cannot decode ({type(exc).__name__}: {exc})") from exc
 
 
-def _decode_container(container: av.container.InputContainer, path: Path, with_audio: bool) -> DecodedVideo:
+def _decode_container(container: av.container.InputContainer, path: Path | str, with_audio: bool) -> DecodedVideo:
     if not container.streams.video:
         raise MediaError(f"{path}: no video stream")
     vstream = container.streams.video[0]
@@ -110,7 +120,7 @@ def _rate_from_timestamps(timestamps: np.ndarray) -> float:
     return float(1.0 / np.median(np.diff(timestamps)))
 
 
-def _check_not_truncated(vstream: av.video.stream.VideoStream, path: Path, n_frames: int, fps: float) -> None:
+def _check_not_truncated(vstream: av.video.stream.VideoStream, path: Path | str, n_frames: int, fps: float) -> None:
     # A file cut short after its header (e.g. a faststart mp4) demuxes cleanly but yields too few frames.
     expected = vstream.frames or 0
     if expected == 0 and vstream.duration is not None and vstream.time_base is not None:

@@ -1,0 +1,1 @@
+"""Evaluation: metrics on generated and reconstructed video (mouth opening, lip sync, ...)."""

@@ -1,0 +1,85 @@
+"""The training stages end to end on a tiny world, in-process: data -> VAE -> latents -> base DiT ->
+phase 1 (every variant) -> phase 2 -> `talkalign animate` with the phase-2 bundle."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pytest
+import yaml
+from PIL import Image
+
+from components.io.video import decode_video
+from flows import data, train
+from flows.cli import main as cli_main
+
+TINY = {
+    "world": {"n_identities": 5, "clips_per_identity": 2, "duration_s": 1.2, "speech": "syllables"},
+    "shard": {"maxcount": 4},
+    "data": {"frames": 9, "window_stride": 8},
+    "pretrain_vae": {"steps": 2, "batch_size": 2, "checkpoint_every": 1, "log_every": 1},
+    "pretrain_dit": {"steps": 2, "batch_size": 4, "checkpoint_every": 2, "log_every": 1},
+    "phase1": {"steps": 2, "batch_size": 4, "checkpoint_every": 2, "log_every": 1},
+    "phase2": {"steps": 2, "batch_size": 4, "checkpoint_every": 2, "log_every": 1},
+    "sampling": {"steps": 2},
+}
+REPO_PARAMS = Path(__file__).resolve().parents[2] / "params.yaml"
+
+
+def _tiny_params() -> dict:
+    """The repository's params.yaml with tiny sizes and step counts: the same keys a user runs."""
+    params = yaml.safe_load(REPO_PARAMS.read_text())
+    for section, values in TINY.items():
+        params[section].update(values)
+    return params
+
+
+@pytest.mark.slow
+def test_training_stages_then_animate(tmp_path, monkeypatch, prefect_api_url):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    Path("params.yaml").write_text(yaml.safe_dump(_tiny_params()))
+
+    for stage in (data.synthesize_flow, data.ingest_flow, data.validate_flow, data.shard_flow):
+        stage()
+    vae_report = train.pretrain_vae_flow()
+    assert {"psnr", "train_windows"} <= set(vae_report)
+    assert json.loads(Path("reports/pretrain_vae.json").read_text())["psnr"] == pytest.approx(vae_report["psnr"])
+    train.latents_flow()
+    assert {p.name for p in Path("data/latents").iterdir()} >= {"train.safetensors", "val.safetensors", "test.safetensors"}
+    train.pretrain_dit_flow()
+    for variant in ("reshape", "half", "downsample"):
+        train.phase1_flow(variant=variant)
+        assert (Path("models/phase1") / variant / "bundle.json").exists()
+    phase2 = train.phase2_flow()
+    assert phase2["trained_tensors"] > 0
+
+    # Phase 2 trains only the skeleton layers: the audio modulation equals phase 1's.
+    from safetensors.torch import load_file
+
+    p1 = load_file("models/phase1/reshape/modulation.safetensors")
+    p2 = load_file("models/phase2/modulation.safetensors")
+    shared = [k for k in p1 if k in p2]
+    assert shared and all(np.array_equal(p1[k].numpy(), p2[k].numpy()) for k in shared)
+    assert set(p2) - set(p1), "phase 2 adds skeleton tensors"
+
+    image = tmp_path / "ref.png"
+    frame = decode_video(next(Path("data/raw").glob("*.mp4"))).frames[0]
+    Image.fromarray(frame).save(image)
+    audio = next(Path("data/raw").glob("*.mp4"))
+    out = tmp_path / "out.mp4"
+    code = cli_main(["animate", "--image", str(image), "--audio", str(audio), "--model", "models/phase2", "-o", str(out), "--steps", "2"])
+    assert code == 0
+    video = decode_video(out)
+    assert len(video.frames) == 30 and video.audio is not None  # 1.2 s at 25 fps, audio muxed
+
+    client = mlflow.MlflowClient()
+    runs = client.search_runs([client.get_experiment_by_name("talkalign").experiment_id])
+    stages = {r.data.tags.get("talkalign.stage") for r in runs}
+    assert {"pretrain_vae", "latents", "pretrain_dit", "phase1", "phase2"} <= stages
+    phase1_runs = [r for r in runs if r.data.tags.get("talkalign.stage") == "phase1"]
+    assert {r.data.tags["talkalign.variant"] for r in phase1_runs} == {"reshape", "half", "downsample"}
+    assert all("loss" in r.data.metrics for r in phase1_runs)
