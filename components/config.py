@@ -304,6 +304,18 @@ class SamplingConfig(_Strict):
     seed: int = 0
 
 
+class EvaluationConfig(_Strict):
+    # Model bundles to evaluate, as name -> directory; every one sees the same test windows and seeds.
+    models: dict[str, str] = {
+        "phase1_reshape": "models/phase1/reshape",
+        "phase1_half": "models/phase1/half",
+        "phase1_downsample": "models/phase1/downsample",
+        "phase2": "models/phase2",
+    }
+    max_windows: int | None = None  # None: every test window
+    metrics_path: str = "reports/metrics.json"
+
+
 class TrackingConfig(_Strict):
     # MLFLOW_TRACKING_URI in the environment wins over this.
     uri: str = "sqlite:///mlflow.db"
@@ -325,6 +337,7 @@ class Params(_Strict):
     phase1: FlowTrainConfig = FlowTrainConfig()
     phase2: FlowTrainConfig = FlowTrainConfig()
     sampling: SamplingConfig = SamplingConfig()
+    evaluation: EvaluationConfig = EvaluationConfig()
     tracking: TrackingConfig = TrackingConfig()
 
     @model_validator(mode="after")

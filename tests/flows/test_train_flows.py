@@ -25,6 +25,7 @@ TINY = {
     "phase1": {"steps": 2, "batch_size": 4, "checkpoint_every": 2, "log_every": 1},
     "phase2": {"steps": 2, "batch_size": 4, "checkpoint_every": 2, "log_every": 1},
     "sampling": {"steps": 2},
+    "evaluation": {"max_windows": 2},
 }
 REPO_PARAMS = Path(__file__).resolve().parents[2] / "params.yaml"
 
@@ -65,6 +66,16 @@ def test_training_stages_then_animate(tmp_path, monkeypatch, prefect_api_url):
     shared = [k for k in p1 if k in p2]
     assert shared and all(np.array_equal(p1[k].numpy(), p2[k].numpy()) for k in shared)
     assert set(p2) - set(p1), "phase 2 adds skeleton tensors"
+
+    from flows.evaluate import evaluate_flow
+
+    evaluate_flow()
+    metrics = json.loads(Path("reports/metrics.json").read_text())
+    assert {"ground_truth", "vae_reconstruction", "phase1_reshape", "phase1_half", "phase1_downsample", "phase2"} <= set(metrics)
+    assert metrics["ground_truth"]["lip_corr"] > 0.9  # the pixel measure itself reads true frames correctly
+    for name in ("phase1_reshape", "phase2"):
+        assert {"lip_corr", "lip_err", "psnr", "lip_corr_audio_zeroed"} <= set(metrics[name])
+        assert all(np.isfinite(v) for v in metrics[name].values())
 
     image = tmp_path / "ref.png"
     frame = decode_video(next(Path("data/raw").glob("*.mp4"))).frames[0]

@@ -1,0 +1,72 @@
+"""Generate the held-out test windows with a model bundle, the same way for every variant.
+
+Every variant samples the same windows from the same noise (one seed per window), conditioned on the window's
+true first frame (the reference, latent frame 0), its audio and its pose. `audio="zeroed"` replaces the audio
+by the model's null condition in both guidance passes: the "same model with audio zeroed" baseline.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import torch
+
+from components.config import SamplingConfig
+from components.data.latents import LatentCache
+from components.model.bundle import ModelBundle
+from components.model.vae import decode_latents
+from components.train.flow_matching import sample
+
+
+@dataclass
+class GeneratedSet:
+    frames: np.ndarray  # uint8 [N, T, H, W, 3]
+    window_index: np.ndarray  # int [N]: rows of the latent cache
+
+
+def _to_uint8(video: torch.Tensor) -> np.ndarray:
+    """[B,3,T,H,W] in [-1,1] -> uint8 [B,T,H,W,3]."""
+    return ((video.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 4, 1).numpy()
+
+
+def decode_to_frames(bundle: ModelBundle, latents: torch.Tensor, batch_size: int = 4) -> np.ndarray:
+    with torch.no_grad():
+        return np.concatenate([_to_uint8(decode_latents(bundle.vae, latents[i : i + batch_size])) for i in range(0, len(latents), batch_size)])
+
+
+@torch.no_grad()
+def generate_test_windows(
+    bundle: ModelBundle,
+    cache: LatentCache,
+    sampling: SamplingConfig,
+    audio: Literal["real", "zeroed"] = "real",
+    max_windows: int | None = None,
+    batch_size: int = 4,
+) -> GeneratedSet:
+    model = bundle.model.eval()
+    bundle.vae.eval()
+    n = len(cache.latents) if max_windows is None else min(max_windows, len(cache.latents))
+    features = cache.audio_mel if bundle.meta.audio.features == "mel" else cache.audio_wav2vec
+    has_audio = "audio" in model.motion
+    has_pose = "skeleton" in model.motion
+    text_emb = bundle.text_encoder([""])
+    guidance = sampling.audio_guidance if has_audio and audio == "real" else 1.0
+    latents = []
+    for row in range(n):
+        ref = cache.latents[row : row + 1, :, :1]
+        feats = features[row : row + 1] if has_audio else None
+        pose = cache.pose[row : row + 1] if has_pose else None
+
+        def velocity(x: torch.Tensor, t: torch.Tensor, audio_dropped: bool) -> torch.Tensor:
+            drop = torch.tensor([audio_dropped or audio == "zeroed"]) if has_audio else None
+            return model(x, t, ref, feats, pose, text_emb, drop_audio=drop)
+
+        # One generator per window, seeded by (sampling seed, window index): every variant and baseline
+        # starts window i from the same noise.
+        generator = torch.Generator().manual_seed(sampling.seed * 100_003 + row)
+        shape = (1, *cache.latents.shape[1:])
+        latents.append(sample(velocity, shape, sampling.steps, sampling.shift, guidance, generator))
+    frames = decode_to_frames(bundle, torch.cat(latents), batch_size)
+    return GeneratedSet(frames=frames, window_index=np.arange(n))
