@@ -1,6 +1,6 @@
 """`make bench`: print throughput figures and ratios as a table.
 
-    python -m benchmarks.run [data ...]
+    python -m benchmarks.run [data] [model]
 """
 
 from __future__ import annotations
@@ -11,8 +11,9 @@ from rich.console import Console
 from rich.table import Table
 
 from benchmarks.data import bench_data
+from benchmarks.model import bench_model
 
-BENCHMARKS = {"data": bench_data}
+BENCHMARKS = {"data": bench_data, "model": bench_model}
 
 
 def main(argv: list[str] | None = None) -> int:
