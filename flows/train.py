@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
 import uuid
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ import torch.nn as nn
 from prefect import flow
 
 from components.config import Params, PortraitModelConfig, load_params
+from components.io.atomic import atomic_directory
 from components.tracking import stage_run
 from flows.logging import log_summary
 
@@ -278,10 +278,6 @@ def _training_summary(result) -> dict:
 
 
 def _save_diffusers(model, directory: Path) -> None:
-    """save_pretrained into a temporary directory, then swap it in: never half a model on disk."""
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    tmp = directory.with_name(f".{directory.name}.{uuid.uuid4().hex}.tmp")
-    model.save_pretrained(tmp)
-    if directory.exists():
-        shutil.rmtree(directory)
-    tmp.replace(directory)
+    """save_pretrained without ever leaving half a model on disk."""
+    with atomic_directory(directory) as tmp:
+        model.save_pretrained(tmp)

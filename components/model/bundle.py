@@ -22,9 +22,6 @@ bundle directory and an MLflow model directory holding `artifacts/bundle/` are a
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -32,6 +29,7 @@ from typing import Any, Literal
 from diffusers import AutoencoderKLWan
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from components.io.atomic import atomic_directory
 from components.config import AudioEncoderConfig, Params, SamplingConfig, TextEncoderConfig
 from components.io.audio import MEL_FRAMES_PER_VIDEO_FRAME
 from components.model.audio_encoder import AudioEncoder
@@ -204,11 +202,8 @@ def save_bundle(directory: str | Path, bundle: ModelBundle) -> Path:
     if meta.audio.features == "wav2vec" and bundle.audio_encoder is None:
         bundle.audio_encoder = AudioEncoder(meta.audio.wav2vec)
     check_bundle(meta, bundle.model, bundle.vae, bundle.text_encoder, bundle.audio_encoder, directory)
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    tmp = directory.with_name(f".{directory.name}.{uuid.uuid4().hex}.tmp")
-    old = directory.with_name(f".{directory.name}.{uuid.uuid4().hex}.old")
-    try:
-        bundle.model.save_pretrained(tmp)  # creates tmp/ with transformer/, modulation, portrait config
+    with atomic_directory(directory) as tmp:
+        bundle.model.save_pretrained(tmp)  # transformer/, modulation, portrait config
         bundle.vae.save_pretrained(tmp / VAE_DIR, safe_serialization=True)
         bundle.text_encoder.model.save_pretrained(tmp / TEXT_DIR)
         if bundle.text_encoder.tokenizer is not None:
@@ -216,12 +211,6 @@ def save_bundle(directory: str | Path, bundle: ModelBundle) -> Path:
         if meta.audio.features == "wav2vec":
             bundle.audio_encoder.save_pretrained(tmp / AUDIO_DIR)
         (tmp / BUNDLE_FILE).write_text(meta.model_dump_json(indent=2) + "\n")  # last: its presence marks a whole bundle
-        if directory.exists():
-            os.replace(directory, old)
-        os.replace(tmp, directory)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-        shutil.rmtree(old, ignore_errors=True)
     return directory
 
 

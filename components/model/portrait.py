@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -34,6 +33,7 @@ from diffusers.models.transformers.transformer_wan import WanTransformerBlock
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from components.io.atomic import atomic_directory
 from components.config import BackboneConfig, PortraitModelConfig, TextEncoderConfig
 from components.model.modulation import (
     AudioModulation,
@@ -343,21 +343,11 @@ class PortraitModel(nn.Module):
 
         The directory is assembled under a temporary name and swapped in, so a crash never leaves half a model.
         """
-        directory = Path(directory)
-        directory.parent.mkdir(parents=True, exist_ok=True)
-        tmp = directory.with_name(f".{directory.name}.{uuid.uuid4().hex}.tmp")
-        old = directory.with_name(f".{directory.name}.{uuid.uuid4().hex}.old")
-        try:
+        with atomic_directory(directory) as tmp:
             with self.bare_backbone() as bare:
                 bare.save_pretrained(tmp / "transformer", safe_serialization=True)
             self.save_modulation(tmp / MODULATION_FILE)
             (tmp / CONFIG_FILE).write_text(self.cfg.model_dump_json(indent=2))
-            if directory.exists():
-                os.replace(directory, old)
-            os.replace(tmp, directory)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-            shutil.rmtree(old, ignore_errors=True)
 
     @classmethod
     def from_pretrained(cls, directory: str | Path) -> "PortraitModel":

@@ -49,7 +49,9 @@ def make_tiny_bundle() -> Callable[..., object]:
         vae = build_vae(VaeConfig())
         z = vae.config.z_dim
         set_latent_stats(vae, [0.1 * i for i in range(z)], [1.0 + 0.05 * i for i in range(z)])
-        params = Params(data=TrainingDataConfig(audio_features=features), sampling=SamplingConfig(steps=3))
+        params = Params(
+            data=TrainingDataConfig(audio_features=features), model=cfg, sampling=SamplingConfig(steps=3)
+        )
         meta = BundleMeta.from_params(params, variant=f"tiny-{features}", lineage={"run_id": "abc", "phase": "phase1"})
         return ModelBundle(meta, model, vae, TextEncoder(cfg.text))
 

@@ -1,0 +1,31 @@
+"""Write a whole directory or file so that readers see the old version or the new one, never half of one."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+
+@contextmanager
+def atomic_directory(directory: str | Path) -> Iterator[Path]:
+    """Yield a fresh temporary sibling of `directory` to fill; on success it replaces `directory` by rename.
+
+    On an exception the temporary directory is removed and `directory` is left as it was.
+    """
+    directory = Path(directory)
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    tmp = directory.with_name(f".{directory.name}.{uuid.uuid4().hex}.tmp")
+    old = directory.with_name(f".{directory.name}.{uuid.uuid4().hex}.old")
+    tmp.mkdir()
+    try:
+        yield tmp
+        if directory.exists():
+            os.replace(directory, old)  # a directory can't be replaced by rename while it exists
+        os.replace(tmp, directory)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(old, ignore_errors=True)
