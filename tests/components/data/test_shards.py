@@ -370,14 +370,3 @@ def test_unreachable_s3_endpoint_fails_fast(ingested, aws_env, monkeypatch):
     with pytest.raises(StorageError, match=r"s3://bucket/prefix: cannot reach S3 endpoint http://127\.0\.0\.1"):
         write_shards(cfg(), ingested, "s3://bucket/prefix", progress=False)
     assert time.monotonic() - start < 10
-
-
-def test_read_throughput_local_and_s3(ingested, tmp_path, s3_bucket, capsys):
-    uri = f"s3://{s3_bucket}/bench"
-    write_shards(cfg(maxcount=16, splits={"train": 1.0}), ingested, tmp_path / "bench", progress=False)
-    write_shards(cfg(maxcount=16, splits={"train": 1.0}), ingested, uri, progress=False)
-    local = read_throughput(tmp_path / "bench", "train")
-    remote = read_throughput(uri, "train")
-    with capsys.disabled():
-        print(f"\nshard read throughput, 48 samples in 3 shards: local {local:.0f}/s, s3 (moto) {remote:.0f}/s")
-    assert local > 0 and remote > 0
