@@ -100,6 +100,7 @@ def train_portrait(stage: str, params: Params, model, cfg, data: dict[str, torch
 
     text_emb = text_embedding(model.cfg)
     wrapped = LossModule(model, lambda m, batch: flow_loss(m, batch, text_emb))
+    sample_fn = sample_logger(stage, params, model) if cfg.sample_every else None
     result = run_training(
         name=stage,
         model=wrapped,
@@ -109,8 +110,31 @@ def train_portrait(stage: str, params: Params, model, cfg, data: dict[str, torch
         cfg=cfg,
         ckpt_dir=checkpoint_dir(stage, cfg.model_dump(), model.cfg.model_dump(), shards_digest(params), params.vae.model_dump()),
         log_fn=mlflow_logger(),
+        sample_fn=sample_fn,
     )
     return _training_summary(result)
+
+
+def sample_logger(stage: str, params: Params, model):
+    """sample_fn for the training loop: the first validation window generated now, as an mp4 in MLflow."""
+    from components.data.latents import load_latent_cache
+    from components.evaluation.generation import generate_test_windows
+    from components.io.video import write_video
+    from components.model.bundle import BundleMeta, ModelBundle
+    from components.model.portrait import TextEncoder
+
+    cache = load_latent_cache(Path(params.data.latents_dir) / "val.safetensors")
+    meta = BundleMeta.from_params(params, stage)
+    vae = load_vae_for(params)
+
+    def log_sample(_: nn.Module, step: int) -> None:
+        bundle = ModelBundle(meta=meta, model=model, vae=vae, text_encoder=TextEncoder(model.cfg.text))
+        frames = generate_test_windows(bundle, cache, params.sampling, max_windows=1).frames[0]
+        path = CHECKPOINTS / stage / f"sample-step-{step:06d}.mp4"
+        write_video(path, frames, fps=params.ingest.fps)
+        mlflow.log_artifact(str(path), artifact_path="samples")
+
+    return log_sample
 
 
 def save_bundle_for(directory: Path, params: Params, model, variant: str, lineage: dict) -> None:

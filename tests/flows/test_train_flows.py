@@ -22,7 +22,7 @@ TINY = {
     "data": {"frames": 9, "window_stride": 8},
     "pretrain_vae": {"steps": 2, "batch_size": 2, "checkpoint_every": 1, "log_every": 1},
     "pretrain_dit": {"steps": 2, "batch_size": 4, "checkpoint_every": 2, "log_every": 1},
-    "phase1": {"steps": 2, "batch_size": 4, "checkpoint_every": 2, "log_every": 1},
+    "phase1": {"steps": 2, "batch_size": 4, "checkpoint_every": 2, "log_every": 1, "sample_every": 2},
     "phase2": {"steps": 2, "batch_size": 4, "checkpoint_every": 2, "log_every": 1},
     "sampling": {"steps": 2},
     "evaluation": {"max_windows": 2},
@@ -94,3 +94,5 @@ def test_training_stages_then_animate(tmp_path, monkeypatch, prefect_api_url):
     phase1_runs = [r for r in runs if r.data.tags.get("talkalign.stage") == "phase1"]
     assert {r.data.tags["talkalign.variant"] for r in phase1_runs} == {"reshape", "half", "downsample"}
     assert all("loss" in r.data.metrics for r in phase1_runs)
+    samples = [a.path for a in client.list_artifacts(phase1_runs[0].info.run_id, "samples")]
+    assert samples == ["samples/sample-step-000002.mp4"]  # sample_every=2 over 2 steps
