@@ -22,6 +22,15 @@ from components.config import Params
 PARENT_RUN_ENV = "TALKALIGN_PARENT_RUN_ID"
 
 
+def is_main_process() -> bool:
+    """True outside distributed launches and on global rank 0 of one (`accelerate launch` / torchrun set RANK).
+
+    Read from the environment, not from torch.distributed, so it is known before the process group exists:
+    a stage launched on N processes opens one MLflow run and one Prefect flow run, and writes its outputs once.
+    """
+    return int(os.environ.get("RANK", "0")) == 0
+
+
 class TrackingUnavailable(RuntimeError):
     """The MLflow tracking server named by the URI cannot be reached."""
 
@@ -76,8 +85,15 @@ def stage_run(
     inputs: list[str] = (),
     extra_tags: dict[str, str] | None = None,
 ) -> Iterator[Any]:
-    """Open the MLflow run of one stage; logs its params section (default: the stage name) and lineage tags."""
+    """Open the MLflow run of one stage; logs its params section (default: the stage name) and lineage tags.
+
+    On the non-main processes of a distributed launch it opens nothing and yields None: rank 0 logs for all.
+    """
     import mlflow
+
+    if not is_main_process():
+        yield None
+        return
 
     uri = resolve_tracking_uri(params)
     check_tracking_reachable(uri)

@@ -120,6 +120,11 @@ def main(argv: list[str] | None = None) -> int:
         return run_animate(args)
     flow_fn = load_flow(STAGES[args.command][0])
     options = {dest: getattr(args, dest) for dest, _ in STAGE_OPTIONS.get(args.command, {}).values()}
+    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    if distributed and int(os.environ.get("RANK", "0")) != 0:
+        # `accelerate launch ... talkalign phase1`: one Prefect flow run (rank 0's); the other ranks run the
+        # same stage function undecorated and only join its collectives.
+        flow_fn = flow_fn.fn
     try:
         flow_fn(
             params_path=args.params,
@@ -129,6 +134,11 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # the flow run is already marked failed in Prefect; say why in one place
         print(f"talkalign {args.command}: failed: {exc}", file=sys.stderr)
         return 1
+    finally:
+        if distributed:
+            from components.train.loop import end_distributed
+
+            end_distributed()
     return 0
 
 

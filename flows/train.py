@@ -21,7 +21,7 @@ from prefect import flow
 
 from components.config import Params, PortraitModelConfig, load_params
 from components.io.atomic import atomic_directory
-from components.tracking import stage_run
+from components.tracking import is_main_process, stage_run
 from flows.logging import log_summary
 
 CHECKPOINTS = Path("checkpoints")
@@ -142,6 +142,8 @@ def save_bundle_for(directory: Path, params: Params, model, variant: str, lineag
     from components.model.bundle import BundleMeta, ModelBundle, save_bundle
     from components.model.portrait import TextEncoder
 
+    if not is_main_process():  # one writer per stage output in a distributed launch
+        return
     meta = BundleMeta.from_params(params, variant, lineage)
     bundle = ModelBundle(meta=meta, model=model, vae=load_vae_for(params), text_encoder=TextEncoder(model.cfg.text))
     save_bundle(directory, bundle)
@@ -187,6 +189,8 @@ def pretrain_vae_flow(params_path: str = "params.yaml", overrides: dict | None =
             ckpt_dir=checkpoint_dir("pretrain_vae", cfg.model_dump(), params.vae.model_dump(), shards_digest(params)),
             log_fn=mlflow_logger(),
         )
+        if not is_main_process():  # rank 0 measures, saves and reports; the weights are identical on every rank
+            return _training_summary(result)
         vae.eval()
         with torch.no_grad():
             sample = [train[i] for i in range(0, len(train), max(1, len(train) // 64))]
@@ -233,7 +237,8 @@ def pretrain_dit_flow(params_path: str = "params.yaml", overrides: dict | None =
         cfg = base_model_config(params.model)
         model = PortraitModel.from_config(cfg)
         summary = train_portrait("pretrain_dit", params, model, params.pretrain_dit, training_tensors(params, "train"))
-        model.save_pretrained(BASE_DIR)
+        if is_main_process():
+            model.save_pretrained(BASE_DIR)
         return log_summary(summary)
 
 
@@ -243,8 +248,9 @@ def phase1_flow(params_path: str = "params.yaml", overrides: dict | None = None,
     from components.model.portrait import PortraitModel
 
     params = load_params(params_path, overrides)
-    with stage_run("phase1", params, inputs=[params.data.latents_dir, str(BASE_DIR)], extra_tags={"talkalign.variant": variant}):
-        mlflow.log_param("variant", variant)
+    with stage_run("phase1", params, inputs=[params.data.latents_dir, str(BASE_DIR)], extra_tags={"talkalign.variant": variant}) as run:
+        if run is not None:
+            mlflow.log_param("variant", variant)
         cfg = phase_model_config(params, phase=1, variant=variant)
         model = PortraitModel.from_config(cfg)
         model.freeze_backbone()
