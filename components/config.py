@@ -316,6 +316,41 @@ class EvaluationConfig(_Strict):
     metrics_path: str = "reports/metrics.json"
 
 
+# ---- model registry (components/registry) ----
+
+
+class PromotionGate(_Strict):
+    """One promotion gate: the candidate may be worse than the champion on `metric` by at most max_regression."""
+
+    metric: str = Field(min_length=1)  # a key of the variant's entry in evaluation.metrics_path
+    direction: Literal["higher", "lower"] = "higher"  # which way is better
+    max_regression: float = Field(0.0, ge=0)  # absolute, in the metric's units
+
+
+class RegistryConfig(_Strict):
+    model_name: str = Field("talkalign", min_length=1)  # the MLflow registered model
+    variant: str = "phase2"  # which evaluated model to register: a key of evaluation.models and of the metrics file
+    # A candidate becomes champion only when every gate passes against the current champion (a missing or
+    # non-finite metric fails its gate); with no champion yet, when every gated metric is present and finite.
+    gates: tuple[PromotionGate, ...] = (
+        PromotionGate(metric="sync_c", direction="higher", max_regression=0.5),
+        PromotionGate(metric="psnr", direction="higher", max_regression=0.5),
+        PromotionGate(metric="lip_corr", direction="higher", max_regression=0.05),
+    )
+    report_path: str = "reports/promotion.json"  # the decision and its reasons
+    report_md_path: str = "reports/promotion.md"
+
+    @model_validator(mode="after")
+    def _gates(self) -> "RegistryConfig":
+        if not self.gates:
+            raise ValueError("registry.gates: at least one gate is needed (no gates would promote anything)")
+        names = [gate.metric for gate in self.gates]
+        duplicated = sorted({name for name in names if names.count(name) > 1})
+        if duplicated:
+            raise ValueError(f"registry.gates: metric(s) {duplicated} gated more than once")
+        return self
+
+
 class TrackingConfig(_Strict):
     # MLFLOW_TRACKING_URI in the environment wins over this.
     uri: str = "sqlite:///mlflow.db"
@@ -338,6 +373,7 @@ class Params(_Strict):
     phase2: FlowTrainConfig = FlowTrainConfig()
     sampling: SamplingConfig = SamplingConfig()
     evaluation: EvaluationConfig = EvaluationConfig()
+    registry: RegistryConfig = RegistryConfig()
     tracking: TrackingConfig = TrackingConfig()
 
     @model_validator(mode="after")

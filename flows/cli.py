@@ -2,6 +2,7 @@
 
     talkalign synthesize [--params params.yaml] [--set world.n_identities=4 ...]
     talkalign animate --image ref.png --audio speech.wav --model models:/talkalign@champion -o out.mp4
+    talkalign promote VERSION --reason TEXT  |  talkalign rollback [--reason TEXT]
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ STAGES: dict[str, tuple[str, str]] = {
     "phase1": ("flows.train:phase1_flow", "train the audio modulation, backbone frozen (--variant for the ablation)"),
     "phase2": ("flows.train:phase2_flow", "train the skeleton modulation, everything else frozen"),
     "evaluate": ("flows.evaluate:evaluate_flow", "every model variant on the same held-out test windows"),
+    "register": ("flows.register:register_flow", "register the evaluated model in MLflow; champion if the gates pass"),
 }
 # Stage options beyond --params/--set: sub-command -> {flag: (flow keyword, help)}.
 STAGE_OPTIONS: dict[str, dict[str, tuple[str, str]]] = {
@@ -70,6 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
         for flag, (dest, option_help) in STAGE_OPTIONS.get(name, {}).items():
             stage.add_argument(flag, dest=dest, help=option_help)
     add_animate_parser(sub)
+    add_registry_parsers(sub)
     return parser
 
 
@@ -87,6 +90,36 @@ def add_animate_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, help="sampling seed (default: the model's)")
     p.add_argument("--tracking-uri", help="MLflow tracking URI for models:/ and runs:/ (default: MLFLOW_TRACKING_URI)")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (0: torch's default)")
+
+
+def add_registry_parsers(sub: argparse._SubParsersAction) -> None:
+    """`promote` and `rollback` move the champion alias by hand (the registry named in params)."""
+    p = sub.add_parser("promote", help="make a registered model version the champion, whatever the gates say")
+    p.add_argument("version", help="model version number")
+    p.add_argument("--reason", required=True, help="why (recorded on the version)")
+    r = sub.add_parser("rollback", help="move the champion alias back to the previous champion")
+    r.add_argument("--reason", default="", help="why (recorded on the demoted version)")
+    for parser in (p, r):
+        parser.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
+        parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+
+
+def run_registry_command(args: argparse.Namespace) -> int:
+    from components.registry.registry import RegistryError
+    from components.tracking import TrackingUnavailable
+    from flows.register import promote_by_hand, rollback_by_hand
+
+    overrides = parse_overrides(args.overrides)
+    try:
+        if args.command == "promote":
+            message = promote_by_hand(args.version, args.reason, args.params, overrides)
+        else:
+            message = rollback_by_hand(args.reason, args.params, overrides)
+    except (RegistryError, TrackingUnavailable, FileNotFoundError, ValueError) as exc:
+        print(f"talkalign {args.command}: {exc}", file=sys.stderr)
+        return 1
+    print(message)
+    return 0
 
 
 def run_animate(args: argparse.Namespace) -> int:
@@ -118,6 +151,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "animate":
         return run_animate(args)
+    if args.command in ("promote", "rollback"):
+        return run_registry_command(args)
     flow_fn = load_flow(STAGES[args.command][0])
     options = {dest: getattr(args, dest) for dest, _ in STAGE_OPTIONS.get(args.command, {}).values()}
     distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
