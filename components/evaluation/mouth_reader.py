@@ -79,3 +79,18 @@ class MouthReader:
             raise ValueError(f"{path}: not a talkalign mouth reader with grid {GRID} and span {SPAN}")
         return cls(coef=np.asarray(data["coef"], np.float32), intercept=float(data["intercept"]),
                    mean=np.asarray(data["mean"], np.float32))
+
+
+def fit_mouth_reader(
+    truth_frames: np.ndarray,
+    mouth_box: np.ndarray,
+    mouth_open: np.ndarray,
+    recon_frames: np.ndarray | None = None,
+    alpha: float = 10.0,
+) -> MouthReader:
+    """Fit on windows [N,T,H,W,3] of true frames, plus (recommended) the same windows through the VAE."""
+    videos = [truth_frames] if recon_frames is None else [truth_frames, recon_frames]
+    crops = np.concatenate([mouth_crops(v, b) for frames in videos for v, b in zip(frames, mouth_box)])
+    targets = np.concatenate([np.asarray(mouth_open).ravel()] * len(videos))
+    finite = np.isfinite(targets) & np.isfinite(crops).all(1)
+    return MouthReader.fit(crops[finite], targets[finite], alpha)
