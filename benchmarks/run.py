@@ -1,6 +1,6 @@
 """`make bench`: print throughput figures and ratios as a table.
 
-    python -m benchmarks.run [data] [model]
+    python -m benchmarks.run [data] [model] [preference]
 """
 
 from __future__ import annotations
@@ -12,8 +12,9 @@ from rich.table import Table
 
 from benchmarks.data import bench_data
 from benchmarks.model import bench_model
+from benchmarks.preference import bench_preference
 
-BENCHMARKS = {"data": bench_data, "model": bench_model}
+BENCHMARKS = {"data": bench_data, "model": bench_model, "preference": bench_preference}
 
 
 def main(argv: list[str] | None = None) -> int:
