@@ -143,8 +143,9 @@ def pair_velocity_errors(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-sample velocity MSE on winners and losers ([P] each) under the shared noise and sigma of each pair.
 
-    batch: `winner`, `loser` latents [P,z,T',h,w] (latent frame 0 = the shared reference), `audio` [P,...],
-    `pose` [P,...], `noise` [P,z,T',h,w], `sigma` [P]."""
+    batch: `winner`, `loser` latents [P,z,T',h,w], `noise` [P,z,T',h,w], `sigma` [P], `audio` [P,...], `pose`
+    [P,...] and optionally `ref` [P,z,1,h,w], the reference-frame latent both were generated from (default:
+    the winner's latent frame 0)."""
     winner, loser = batch["winner"], batch["loser"]
     p = winner.shape[0]
     x0 = torch.cat([winner, loser])
@@ -156,7 +157,7 @@ def pair_velocity_errors(
     velocity = model(
         x_t,
         timestep=sigma_to_timestep(sigma),
-        ref_latents=x0[:, :, :1],
+        ref_latents=twice(batch.get("ref", winner[:, :, :1])),
         audio_feats=twice(batch.get("audio")) if modulation.audio.enabled else None,
         pose=twice(batch.get("pose")) if modulation.skeleton.enabled else None,
         text_emb=text_emb.expand(2 * p, -1, -1),
