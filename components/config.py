@@ -314,6 +314,37 @@ class EvaluationConfig(_Strict):
     }
     max_windows: int | None = None  # None: every test window
     metrics_path: str = "reports/metrics.json"
+    # The official SyncNet weights (syncnet_python's syncnet_v2.model, a local file); None: the expert the
+    # sync_expert stage trained on the training split (the report says which one scored Sync-C / Sync-D).
+    syncnet_weights: str | None = None
+    # Local TorchScript feature extractors; None: FID / FVD are reported as unavailable (never random weights).
+    fid_extractor: str | None = None  # StyleGAN3's inception-2015-12-05.pt
+    fvd_extractor: str | None = None  # StyleGAN-V's i3d_torchscript.pt
+    grid_windows: int = Field(3, ge=0)  # test windows shown side by side (reference | truth | variants) as mp4
+    report_path: str = "reports/report.md"
+    plots_dir: str = "reports/plots"  # <metric>.csv per metric, for `dvc plots`
+    figures_dir: str = "reports/figures"  # PNG charts
+    videos_dir: str = "reports/videos"  # the side-by-side mp4s
+
+
+class SyncExpertConfig(TrainLoopConfig):
+    """Our sync expert: the SyncNet architecture at `width`, trained contrastively on the training split (in-sync
+    vs shifted pairs). Used for Sync-C / Sync-D unless evaluation.syncnet_weights names the official weights."""
+
+    out_dir: str = "models/sync_expert"
+    metrics_path: str = "reports/sync_expert.json"
+    width: float = Field(0.125, gt=0)  # channel multiplier of every SyncNet layer (1.0 = the official size)
+    crop_size: int = Field(56, ge=51)  # px of the grey mouth crop the lip stream sees (51 = the stack's minimum)
+    crop_scale: float = Field(1.0, gt=0)  # crop side in mouth-box widths (the box already pads the lips)
+    margin: float = Field(1.0, gt=0)  # contrastive loss margin on the Euclidean embedding distance
+    min_shift: int = Field(3, ge=1)  # shifted pairs: min_shift <= |audio offset| <= max_shift frames
+    max_shift: int = Field(15, ge=1)
+
+    @model_validator(mode="after")
+    def _shift_range(self) -> "SyncExpertConfig":
+        if self.min_shift > self.max_shift:
+            raise ValueError(f"sync_expert.min_shift ({self.min_shift}) must be <= max_shift ({self.max_shift})")
+        return self
 
 
 # ---- model registry (components/registry) ----
@@ -372,6 +403,7 @@ class Params(_Strict):
     phase1: FlowTrainConfig = FlowTrainConfig()
     phase2: FlowTrainConfig = FlowTrainConfig()
     sampling: SamplingConfig = SamplingConfig()
+    sync_expert: SyncExpertConfig = SyncExpertConfig()
     evaluation: EvaluationConfig = EvaluationConfig()
     registry: RegistryConfig = RegistryConfig()
     tracking: TrackingConfig = TrackingConfig()

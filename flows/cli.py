@@ -37,6 +37,7 @@ STAGES: dict[str, tuple[str, str]] = {
     "pretrain-dit": ("flows.train:pretrain_dit_flow", "train the base image-to-video DiT (toy profile)"),
     "phase1": ("flows.train:phase1_flow", "train the audio modulation, backbone frozen (--variant for the ablation)"),
     "phase2": ("flows.train:phase2_flow", "train the skeleton modulation, everything else frozen"),
+    "sync-expert": ("flows.experts:sync_expert_flow", "train the SyncNet-architecture sync expert (skipped with official weights)"),
     "evaluate": ("flows.evaluate:evaluate_flow", "every model variant on the same held-out test windows"),
     "register": ("flows.register:register_flow", "register the evaluated model in MLflow; champion if the gates pass"),
 }

@@ -1,4 +1,11 @@
-"""The evaluate stage: every model variant on the same held-out test windows, with the same seeds."""
+"""The evaluate stage: every model variant on the same held-out test windows, with the same seeds.
+
+Per variant: Sync-C / Sync-D (SyncNet protocol, with the official weights or our sync expert), the synthetic
+world's ground-truth lip metrics, PSNR and SSIM against the true frames, and FID / FVD when their extractors are
+given. Outputs: reports/metrics.json (DVC metric), reports/plots/<metric>.csv (DVC plots), a PNG overview,
+side-by-side mp4s of a few windows, and reports/report.md, which says what every number means and what is missing.
+Everything also goes to the stage's MLflow run.
+"""
 
 from __future__ import annotations
 
@@ -9,52 +16,149 @@ import numpy as np
 import torch
 from prefect import flow
 
-from components.config import load_params
+from components.config import Params, load_params
 from components.tracking import stage_run
 from flows.train import write_json
+
+
+def sync_expert_paragraph(expert, params: Params) -> str:
+    """Which expert scored Sync-C / Sync-D, in words for the report."""
+    spec = expert.spec
+    if expert.source == "official":
+        return (f"Scored with the **official SyncNet weights** (`{expert.meta['weights']}`) and syncnet_python's input "
+                "conventions (224 px BGR crops on the 0-255 scale, python_speech_features MFCC). The crops come from the "
+                "ground truth's mouth box instead of S3FD face tracks, so the numbers are close to, not identical with, "
+                "what syncnet_python reports on the same videos.")
+    meta = expert.meta
+    segments = meta.get("segment_frames", params.data.frames)
+    return (
+        "Scored with **talkalign's own sync expert, not the official SyncNet weights** (none were given: "
+        f"`evaluation.syncnet_weights`). It has the SyncNet architecture at {spec.width:g} of its width (grey "
+        f"{spec.crop_size} px mouth crops, 13 MFCC from our log-mel) and was trained contrastively on the training "
+        "split (in-sync vs shifted pairs) by the `sync_expert` stage. On the validation split it finds the true audio "
+        f"offset within ±1 frame in {meta.get('val_offset_acc', float('nan')):.0%} of {segments}-frame segments "
+        f"(chance {meta.get('val_chance_offset_acc', float('nan')):.0%}); in-sync vs shifted AUC "
+        f"{meta.get('val_sync_auc', float('nan')):.2f}. Its distances live in its own embedding space: compare variants "
+        "with each other, never with published Sync-C / Sync-D."
+    )
 
 
 @flow(name="evaluate", log_prints=True)
 def evaluate_flow(params_path: str = "params.yaml", overrides: dict | None = None) -> dict:
     from components.data.latents import load_latent_cache
     from components.data.windows import load_split, make_windows
+    from components.evaluation.charts import write_overview_png, write_plot_data
+    from components.evaluation.fid import FrechetScorer, unavailable_metrics
     from components.evaluation.generation import decode_to_frames, generate_test_windows
-    from components.evaluation.metrics import lip_metrics, psnr
+    from components.evaluation.grid import write_comparison_video
+    from components.evaluation.metrics import lip_metrics, psnr, ssim
+    from components.evaluation.report import METRICS, ReportInputs, write_report
+    from components.evaluation.sync_inputs import clip_mfcc
+    from components.evaluation.sync_metrics import SyncVideo, embed_audio, mean_sync_scores
+    from components.evaluation.syncnet import load_sync_expert
     from components.model.bundle import load_bundle
 
     params = load_params(params_path, overrides)
     cfg = params.evaluation
-    with stage_run("evaluate", params, section="evaluation", inputs=[params.data.latents_dir, *cfg.models.values()]):
+    expert_dir = params.sync_expert.out_dir
+    inputs = [params.data.latents_dir, expert_dir, *cfg.models.values()]
+    with stage_run("evaluate", params, section="evaluation", inputs=inputs):
         cache = load_latent_cache(Path(params.data.latents_dir) / "test.safetensors")
         frames = params.data.frames
-        windows = [w for c in load_split(params.data.shards, "test") for w in make_windows(c, frames, frames)]
+        clips = {c.clip_id: c for c in load_split(params.data.shards, "test")}
+        windows = [w for c in clips.values() for w in make_windows(c, frames, frames)]
         n = len(windows) if cfg.max_windows is None else min(cfg.max_windows, len(windows))
-        if [(w.clip_id, w.start) for w in windows[:n]] != [
+        windows = windows[:n]
+        if [(w.clip_id, w.start) for w in windows] != [
             (cache.clip_ids[int(c)], int(s)) for c, s in zip(cache.clip_index[:n], cache.window_start[:n])
         ]:
             raise RuntimeError("test windows in the shards and in the latent cache differ: rerun the latents stage")
-        truth = np.stack([w.frames for w in windows[:n]])
+        truth = np.stack([w.frames for w in windows])
         mouth_open, mouth_box = cache.mouth_open[:n].numpy(), cache.mouth_box[:n].numpy()
 
+        # Sync: each window's generated frames (frame 0 is the given reference) against its clip's real audio.
+        expert = load_sync_expert(cfg.syncnet_weights, expert_dir)
+        audio_emb = {
+            cid: embed_audio(expert.model, clip_mfcc(expert.spec, c.mel, c.audio, c.sample_rate, c.fps))
+            for cid, c in clips.items() if cid in {w.clip_id for w in windows}
+        }
+
+        def sync(video: np.ndarray) -> dict[str, float]:
+            return mean_sync_scores(expert.model, [
+                SyncVideo(video[i, 1:], mouth_box[i, 1:], audio_emb[w.clip_id], w.start + 1) for i, w in enumerate(windows)
+            ])
+
+        frechet = {}
+        if cfg.fid_extractor:
+            frechet["fid"] = FrechetScorer.build("fid", cfg.fid_extractor, truth[:, 1:].reshape(-1, *truth.shape[2:]))
+        if cfg.fvd_extractor:
+            frechet["fvd"] = FrechetScorer.build("fvd", cfg.fvd_extractor, truth[:, 1:])
+
+        def scores(video: np.ndarray) -> dict[str, float]:
+            out = {**sync(video), **lip_metrics(video, mouth_open, mouth_box), "psnr": psnr(video, truth), "ssim": ssim(video, truth)}
+            if "fid" in frechet:
+                out["fid"] = frechet["fid"](video[:, 1:].reshape(-1, *video.shape[2:]))
+            if "fvd" in frechet:
+                out["fvd"] = frechet["fvd"](video[:, 1:])
+            return out
+
         results: dict[str, dict[str, float]] = {
-            # Upper bounds of the measure: the true frames, and the VAE's reconstruction of them.
-            "ground_truth": lip_metrics(truth, mouth_open, mouth_box),
+            # Upper bounds of the measures: the true frames, and the VAE's reconstruction of them.
+            "ground_truth": {**sync(truth), **lip_metrics(truth, mouth_open, mouth_box)},
         }
         first = load_bundle(next(iter(cfg.models.values())))
-        reconstruction = decode_to_frames(first, cache.latents[:n])
-        results["vae_reconstruction"] = {**lip_metrics(reconstruction, mouth_open, mouth_box), "psnr": psnr(reconstruction, truth)}
+        results["vae_reconstruction"] = scores(decode_to_frames(first, cache.latents[:n]))
+        shown: dict[str, np.ndarray] = {}  # variant -> its first grid windows
         for name, directory in cfg.models.items():
             bundle = load_bundle(directory)
             torch.manual_seed(0)
             generated = generate_test_windows(bundle, cache, params.sampling, max_windows=n)
-            metrics = {**lip_metrics(generated.frames, mouth_open, mouth_box), "psnr": psnr(generated.frames, truth)}
+            metrics = scores(generated.frames)
             if "audio" in bundle.model.motion:
                 zeroed = generate_test_windows(bundle, cache, params.sampling, audio="zeroed", max_windows=n)
                 metrics["lip_corr_audio_zeroed"] = lip_metrics(zeroed.frames, mouth_open, mouth_box)["lip_corr"]
+                metrics["sync_c_audio_zeroed"] = sync(zeroed.frames)["sync_c"]
             results[name] = metrics
+            shown[name] = generated.frames[: cfg.grid_windows]
             print(f"{name}: " + ", ".join(f"{k}={v:.3f}" for k, v in metrics.items()))
         write_json(cfg.metrics_path, results)
-        mlflow.log_artifact(cfg.metrics_path)
+
+        # For people: charts, side-by-side videos, the report.
+        order = list(METRICS)
+        plot_files = write_plot_data(cfg.plots_dir, results, order)
+        chart = write_overview_png(Path(cfg.figures_dir) / "metrics.png", results, order, {k: f"{v.label} ({v.better} is better)" for k, v in METRICS.items()})
+        videos = []
+        for i, w in enumerate(windows[: cfg.grid_windows]):
+            clip = clips[w.clip_id]
+            a, b = (int(round(t / clip.fps * clip.sample_rate)) for t in (w.start, w.start + frames))
+            videos.append(write_comparison_video(
+                Path(cfg.videos_dir) / f"{w.clip_id}_{w.start:04d}.mp4", truth[i, 0], truth[i],
+                {name: v[i] for name, v in shown.items()}, clip.fps, clip.audio[a:b], clip.sample_rate,
+            ))
+        for stale in set(Path(cfg.videos_dir).glob("*.mp4")) - set(videos):
+            stale.unlink()
+        unavailable = unavailable_metrics(cfg.fid_extractor, cfg.fvd_extractor)
+        sampling = params.sampling
+        write_report(cfg.report_path, ReportInputs(
+            results=results,
+            unavailable=unavailable,
+            sync_expert=sync_expert_paragraph(expert, params),
+            n_windows=n,
+            sampling=f"{sampling.steps} sampling steps, audio guidance {sampling.audio_guidance:g}, seed {sampling.seed}",
+            chart=chart,
+            videos=videos,
+        ))
+
         for name, metrics in results.items():
-            mlflow.log_metrics({f"{name}.{key}": value for key, value in metrics.items()})
+            mlflow.log_metrics({f"{name}.{key}": value for key, value in metrics.items() if np.isfinite(value)})
+        mlflow.log_artifact(cfg.metrics_path)
+        mlflow.log_artifact(cfg.report_path)
+        mlflow.log_artifact(str(chart), artifact_path="figures")
+        for path in plot_files:
+            mlflow.log_artifact(str(path), artifact_path="plots")
+        for path in videos:
+            mlflow.log_artifact(str(path), artifact_path="videos")
+        mlflow.log_dict({"unavailable": unavailable, "sync_expert": {"source": expert.source, **expert.meta}},
+                        "evaluation.json")
+        mlflow.set_tag("talkalign.sync_expert", expert.source)
         return results

@@ -3,7 +3,7 @@
 Lip sync: the mouth opening measured from the generated pixels (mouth.py, inside the box the ground truth
 locates) against the opening the audio envelope implies (the world's `mouth_open`, lag 0). Frame 0 of a window is
 the given reference frame, not generated, so it is left out.
-Fidelity: PSNR of generated frames against the true frames (also without frame 0).
+Fidelity: PSNR and SSIM of generated frames against the true frames (also without frame 0).
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from components.evaluation.mouth import lip_sync_scores, mouth_opening_from_pixels, pearson
+from components.evaluation.ssim import ssim_frames
 from components.train.vae_objective import mouth_box_centre_size
 
 
@@ -39,3 +40,11 @@ def psnr(frames: np.ndarray, reference: np.ndarray) -> float:
     b = reference[:, 1:].astype(np.float64)
     mse = ((a - b) ** 2).reshape(len(a), -1).mean(1)
     return float(np.mean(10 * np.log10(255.0**2 / np.maximum(mse, 1e-10))))
+
+
+def ssim(frames: np.ndarray, reference: np.ndarray) -> float:
+    """Mean SSIM over windows (each the mean over its frames) of generated vs true frames, uint8 [N,T,H,W,3],
+    frame 0 excluded."""
+    a, b = frames[:, 1:], reference[:, 1:]
+    per_frame = ssim_frames(a.reshape(-1, *a.shape[2:]), b.reshape(-1, *b.shape[2:]))
+    return float(per_frame.reshape(len(a), -1).mean(1).mean())

@@ -1,5 +1,5 @@
 """The training stages end to end on a tiny world, in-process: data -> VAE -> latents -> base DiT ->
-phase 1 (every variant) -> phase 2 -> `talkalign animate` with the phase-2 bundle."""
+phase 1 (every variant) -> phase 2 -> sync expert -> evaluate -> `talkalign animate` with the phase-2 bundle."""
 
 from __future__ import annotations
 
@@ -25,7 +25,8 @@ TINY = {
     "phase1": {"steps": 2, "batch_size": 4, "checkpoint_every": 2, "log_every": 1, "sample_every": 2},
     "phase2": {"steps": 2, "batch_size": 4, "checkpoint_every": 2, "log_every": 1},
     "sampling": {"steps": 2},
-    "evaluation": {"max_windows": 2},
+    "sync_expert": {"steps": 2, "batch_size": 4, "checkpoint_every": 2, "log_every": 1},
+    "evaluation": {"max_windows": 2, "grid_windows": 1},
 }
 REPO_PARAMS = Path(__file__).resolve().parents[2] / "params.yaml"
 
@@ -68,14 +69,28 @@ def test_training_stages_then_animate(tmp_path, monkeypatch, prefect_api_url):
     assert set(p2) - set(p1), "phase 2 adds skeleton tensors"
 
     from flows.evaluate import evaluate_flow
+    from flows.experts import sync_expert_flow
+
+    expert = sync_expert_flow()
+    assert 0 <= expert["val_offset_acc"] <= 1 and Path("models/sync_expert/model.safetensors").exists()
+    assert json.loads(Path("reports/sync_expert.json").read_text())["val_clips"] > 0
 
     evaluate_flow()
     metrics = json.loads(Path("reports/metrics.json").read_text())
     assert {"ground_truth", "vae_reconstruction", "phase1_reshape", "phase1_half", "phase1_downsample", "phase2"} <= set(metrics)
     assert metrics["ground_truth"]["lip_corr"] > 0.9  # the pixel measure itself reads true frames correctly
     for name in ("phase1_reshape", "phase2"):
-        assert {"lip_corr", "lip_err", "psnr", "lip_corr_audio_zeroed"} <= set(metrics[name])
+        assert {"sync_c", "sync_d", "sync_offset", "lip_corr", "lip_err", "psnr", "ssim", "lip_corr_audio_zeroed",
+                "sync_c_audio_zeroed"} <= set(metrics[name])
         assert all(np.isfinite(v) for v in metrics[name].values())
+        assert "fid" not in metrics[name]  # no extractor given: unavailable, never computed with random weights
+    report = Path("reports/report.md").read_text()
+    assert "not the official SyncNet weights" in report and "| `fid` |" in report and "| `hkc` |" in report
+    assert {p.stem for p in Path("reports/plots").glob("*.csv")} >= {"sync_c", "sync_d", "lip_corr", "psnr", "ssim"}
+    assert Path("reports/figures/metrics.png").stat().st_size > 0
+    (grid,) = Path("reports/videos").glob("*.mp4")  # grid_windows=1
+    grid_video = decode_video(grid)
+    assert len(grid_video.frames) == 9 and grid_video.audio is not None  # data.frames, the window's audio muxed
 
     image = tmp_path / "ref.png"
     frame = decode_video(next(Path("data/raw").glob("*.mp4"))).frames[0]
@@ -90,7 +105,12 @@ def test_training_stages_then_animate(tmp_path, monkeypatch, prefect_api_url):
     client = mlflow.MlflowClient()
     runs = client.search_runs([client.get_experiment_by_name("talkalign").experiment_id])
     stages = {r.data.tags.get("talkalign.stage") for r in runs}
-    assert {"pretrain_vae", "latents", "pretrain_dit", "phase1", "phase2"} <= stages
+    assert {"pretrain_vae", "latents", "pretrain_dit", "phase1", "phase2", "sync_expert", "evaluate"} <= stages
+    evaluate_run = next(r for r in runs if r.data.tags.get("talkalign.stage") == "evaluate")
+    logged = {a.path for a in client.list_artifacts(evaluate_run.info.run_id)}
+    assert {"metrics.json", "report.md", "evaluation.json", "figures", "plots", "videos"} <= logged
+    assert evaluate_run.data.tags["talkalign.sync_expert"] == "talkalign"
+    assert "phase2.sync_c" in evaluate_run.data.metrics
     phase1_runs = [r for r in runs if r.data.tags.get("talkalign.stage") == "phase1"]
     assert {r.data.tags["talkalign.variant"] for r in phase1_runs} == {"reshape", "half", "downsample"}
     assert all("loss" in r.data.metrics for r in phase1_runs)

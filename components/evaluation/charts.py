@@ -1,0 +1,87 @@
+"""Metric charts: per-metric CSV files for `dvc plots` and one PNG overview (matplotlib, Agg) for people."""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import os
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # no display; must precede pyplot
+import matplotlib.pyplot as plt  # noqa: E402
+
+__all__ = ["write_overview_png", "write_plot_data"]
+
+Results = dict[str, dict[str, float]]
+
+
+def _metrics_in(results: Results, order: list[str]) -> list[str]:
+    present = {m for values in results.values() for m, v in values.items() if _finite(v)}
+    return [m for m in order if m in present] + sorted(present - set(order))
+
+
+def _finite(value: object) -> bool:
+    return isinstance(value, (int, float)) and math.isfinite(value)
+
+
+def _write_text(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def write_plot_data(directory: str | Path, results: Results, order: list[str]) -> list[Path]:
+    """One `<metric>.csv` per metric (columns variant, value), the variants in results order; stale CSVs of
+    metrics no longer reported are removed. DVC plots them with x=variant, y=value."""
+    directory = Path(directory)
+    written = []
+    for metric in _metrics_in(results, order):
+        buffer = io.StringIO()
+        writer = csv.writer(buffer, lineterminator="\n")
+        writer.writerow(["variant", "value"])
+        for variant, values in results.items():
+            if _finite(values.get(metric)):
+                writer.writerow([variant, f"{values[metric]:.6g}"])
+        path = directory / f"{metric}.csv"
+        _write_text(path, buffer.getvalue())
+        written.append(path)
+    for stale in set(directory.glob("*.csv")) - set(written):
+        stale.unlink()
+    return written
+
+
+def write_overview_png(path: str | Path, results: Results, order: list[str], labels: dict[str, str]) -> Path:
+    """A grid of horizontal bar charts, one per metric, every variant a bar (missing values left out)."""
+    path = Path(path)
+    metrics = _metrics_in(results, order)
+    if not metrics:
+        raise ValueError("no finite metric to chart")
+    cols = min(3, len(metrics))
+    rows = math.ceil(len(metrics) / cols)
+    variants = list(results)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 0.35 * len(variants) * rows + 1.2 * rows), squeeze=False)
+    colours = plt.get_cmap("tab10")
+    for ax, metric in zip(axes.flat, metrics):
+        names = [v for v in variants if _finite(results[v].get(metric))]
+        values = [results[v][metric] for v in names]
+        bars = ax.barh(range(len(names)), values, color=[colours(variants.index(v) % 10) for v in names])
+        ax.bar_label(bars, labels=[f"{v:.3g}" for v in values], fontsize=7, padding=2)
+        ax.margins(x=0.15)
+        ax.set_yticks(range(len(names)), names, fontsize=8)
+        ax.invert_yaxis()
+        ax.set_title(labels.get(metric, metric), fontsize=9)
+        ax.tick_params(axis="x", labelsize=8)
+        ax.axvline(0, color="black", linewidth=0.5)
+    for ax in list(axes.flat)[len(metrics):]:
+        ax.axis("off")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}{path.suffix}")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    os.replace(tmp, path)
+    return path

@@ -1,0 +1,132 @@
+"""reports/report.md: what a person reads first after `evaluate`. Tables, charts, the side-by-side videos, what
+every metric means, where the sync scores come from, and which metrics are missing and why."""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+__all__ = ["METRICS", "MetricInfo", "ReportInputs", "render_report", "write_report"]
+
+
+@dataclass(frozen=True)
+class MetricInfo:
+    label: str
+    better: str  # "higher", "lower", "closer to 0"
+    meaning: str
+
+
+# Table order. Anything not listed still appears, after these.
+METRICS: dict[str, MetricInfo] = {
+    "sync_c": MetricInfo("Sync-C", "higher", "SyncNet confidence: over audio offsets -15..+15 frames, the median minus the "
+                         "minimum of the mean lip-audio embedding distance. High when one offset fits clearly better "
+                         "than the others"),
+    "sync_d": MetricInfo("Sync-D", "lower", "SyncNet distance: the minimum over offsets of the mean lip-audio embedding "
+                         "distance"),
+    "sync_abs_offset": MetricInfo("mean abs AV offset", "lower", "mean absolute AV offset in frames (the offset of the minimum "
+                                  "distance); 0 = lips in sync with the audio"),
+    "sync_offset": MetricInfo("AV offset", "closer to 0", "median AV offset in frames, syncnet_python's sign: k > 0 means "
+                              "the video lags the audio by k frames"),
+    "sync_c_audio_zeroed": MetricInfo("Sync-C, audio zeroed", "lower", "Sync-C of the same model sampled with the audio "
+                                      "replaced by its null condition: the gap to Sync-C is what the audio contributes"),
+    "lip_corr": MetricInfo("lip corr", "higher", "synthetic-world ground truth: Pearson correlation of the mouth opening "
+                           "measured from the pixels with the opening the audio envelope implies (pooled over windows, "
+                           "each centred)"),
+    "lip_err": MetricInfo("lip err", "lower", "synthetic-world ground truth: mean absolute error of the mouth opening after "
+                          "a per-window affine fit, in envelope units [0, 1]"),
+    "lip_corr_audio_zeroed": MetricInfo("lip corr, audio zeroed", "lower", "lip corr of the same model sampled with the "
+                                        "audio replaced by its null condition"),
+    "psnr": MetricInfo("PSNR (dB)", "higher", "peak signal-to-noise ratio of the generated frames against the true frames"),
+    "ssim": MetricInfo("SSIM", "higher", "structural similarity with the true frames (11x11 Gaussian window, sigma 1.5)"),
+    "fid": MetricInfo("FID", "lower", "Fréchet distance between Inception features of generated and true frames"),
+    "fvd": MetricInfo("FVD", "lower", "Fréchet distance between I3D features of generated and true windows"),
+}
+
+REFERENCE_ROWS = {
+    "ground_truth": "the true test frames: the upper bound of each measure (what a perfect model would score)",
+    "vae_reconstruction": "the true frames through the VAE: the upper bound for any model decoded by this VAE",
+}
+
+
+@dataclass
+class ReportInputs:
+    results: dict[str, dict[str, float]]  # variant -> metric -> value
+    unavailable: dict[str, str]  # metric -> reason
+    sync_expert: str  # one paragraph: which expert scored Sync-C / Sync-D
+    n_windows: int
+    sampling: str  # one line: steps, guidance, seed
+    chart: Path | None = None
+    videos: list[Path] = field(default_factory=list)
+
+
+def _format(value: float | None) -> str:
+    if value is None or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return "–"
+    return f"{value:.3f}" if abs(value) < 100 else f"{value:.1f}"
+
+
+def _ordered_metrics(results: dict[str, dict[str, float]]) -> list[str]:
+    present = {m for values in results.values() for m in values}
+    return [m for m in METRICS if m in present] + sorted(present - set(METRICS))
+
+
+def _table(results: dict[str, dict[str, float]], metrics: list[str]) -> list[str]:
+    arrows = {"higher": " ↑", "lower": " ↓"}
+    header = [METRICS[m].label + arrows.get(METRICS[m].better, "") if m in METRICS else m for m in metrics]
+    lines = ["| variant | " + " | ".join(header) + " |", "|---|" + "---:|" * len(metrics)]
+    for variant, values in results.items():
+        name = f"*{variant}*" if variant in REFERENCE_ROWS else f"**{variant}**"
+        lines.append(f"| {name} | " + " | ".join(_format(values.get(m)) for m in metrics) + " |")
+    return lines
+
+
+def render_report(inputs: ReportInputs, report_path: str | Path) -> str:
+    """The markdown text; links are relative to report_path's directory."""
+    base = Path(report_path).parent
+    rel = lambda p: Path(os.path.relpath(p, base)).as_posix()  # noqa: E731
+    metrics = _ordered_metrics(inputs.results)
+    out = [
+        "# Evaluation report",
+        "",
+        f"Every variant generated the same {inputs.n_windows} held-out test windows from the same noise "
+        f"({inputs.sampling}), conditioned on each window's true first frame, its audio and its pose. Frame 0 "
+        "(the given reference) is left out of every measure. Rows in italics are references, not models:",
+        "",
+        *[f"- *{name}*: {text}" for name, text in REFERENCE_ROWS.items() if name in inputs.results],
+        "",
+        "## Results",
+        "",
+        *_table(inputs.results, metrics),
+        "",
+        "↑ higher is better, ↓ lower is better. Machine-readable: `metrics.json` (a DVC metric).",
+        "",
+        "### Where Sync-C and Sync-D come from",
+        "",
+        inputs.sync_expert,
+        "",
+    ]
+    if inputs.chart is not None:
+        out += ["## Charts", "", f"![metrics per variant]({rel(inputs.chart)})", "",
+                "`dvc plots show` draws the same numbers from `plots/<metric>.csv`.", ""]
+    if inputs.videos:
+        out += ["## Side by side", "", "Each video: reference image | ground truth | every variant, with the window's "
+                "audio.", ""]
+        out += [f"- [{Path(v).stem}]({rel(v)})" for v in inputs.videos] + [""]
+    out += ["## What each metric means", "", "| metric | better | meaning |", "|---|---|---|"]
+    out += [f"| {METRICS[m].label} (`{m}`) | {METRICS[m].better} | {METRICS[m].meaning} |" for m in metrics if m in METRICS]
+    out += [""]
+    if inputs.unavailable:
+        out += ["## Not measured", "", "| metric | why |", "|---|---|"]
+        out += [f"| `{m}` | {reason} |" for m, reason in inputs.unavailable.items()] + [""]
+    return "\n".join(out)
+
+
+def write_report(path: str | Path, inputs: ReportInputs) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text(render_report(inputs, path))
+    os.replace(tmp, path)
+    return path
