@@ -43,6 +43,31 @@ def sync_expert_paragraph(expert, params: Params) -> str:
     )
 
 
+def fit_reader(params: Params, bundle, max_windows: int = 64):
+    """The mouth reader (components/evaluation/mouth_reader.py), fitted on training windows: their true frames and
+    their VAE reconstructions; scored on the validation windows the same two ways."""
+    from components.data.latents import load_latent_cache
+    from components.data.windows import load_split, make_windows
+    from components.evaluation.generation import decode_to_frames
+    from components.evaluation.mouth_reader import fit_mouth_reader
+
+    def windows_and_recon(split: str, stride: int):
+        cache = load_latent_cache(Path(params.data.latents_dir) / f"{split}.safetensors")
+        windows = [w for c in load_split(params.data.shards, split) for w in make_windows(c, params.data.frames, stride)]
+        if len(windows) != len(cache.latents):
+            raise RuntimeError(f"{split} windows in the shards and in the latent cache differ: rerun the latents stage")
+        rows = np.linspace(0, len(windows) - 1, min(max_windows, len(windows))).round().astype(int)
+        truth = np.stack([windows[i].frames for i in rows])
+        return truth, decode_to_frames(bundle, cache.latents[rows]), cache.mouth_box[rows].numpy(), cache.mouth_open[rows].numpy()
+
+    truth, recon, box, opening = windows_and_recon("train", params.data.window_stride)
+    reader = fit_mouth_reader(truth, box, opening, recon_frames=recon)
+    truth, recon, box, opening = windows_and_recon("val", params.data.frames)
+    scores = {"r_val_true_frames": reader.score(truth, box, opening), "r_val_vae_frames": reader.score(recon, box, opening)}
+    print("mouth reader on validation windows: " + ", ".join(f"{k}={v:.3f}" for k, v in scores.items()))
+    return reader, scores
+
+
 @flow(name="evaluate", log_prints=True)
 def evaluate_flow(params_path: str = "params.yaml", overrides: dict | None = None) -> dict:
     from components.data.latents import load_latent_cache
@@ -75,6 +100,8 @@ def evaluate_flow(params_path: str = "params.yaml", overrides: dict | None = Non
             raise RuntimeError("test windows in the shards and in the latent cache differ: rerun the latents stage")
         truth = np.stack([w.frames for w in windows])
         mouth_open, mouth_box = cache.mouth_open[:n].numpy(), cache.mouth_box[:n].numpy()
+        first = load_bundle(next(iter(cfg.models.values())))
+        reader, reader_scores = fit_reader(params, first)
 
         # Sync: each window's generated frames (frame 0 is the given reference) against its clip's real audio.
         expert = load_sync_expert(cfg.syncnet_weights, expert_dir)
@@ -95,7 +122,7 @@ def evaluate_flow(params_path: str = "params.yaml", overrides: dict | None = Non
             frechet["fvd"] = FrechetScorer.build("fvd", cfg.fvd_extractor, truth[:, 1:])
 
         def scores(video: np.ndarray) -> dict[str, float]:
-            out = {**sync(video), **lip_metrics(video, mouth_open, mouth_box), "psnr": psnr(video, truth), "ssim": ssim(video, truth)}
+            out = {**sync(video), **lip_metrics(video, mouth_open, mouth_box, reader), "psnr": psnr(video, truth), "ssim": ssim(video, truth)}
             if "fid" in frechet:
                 out["fid"] = frechet["fid"](video[:, 1:].reshape(-1, *video.shape[2:]))
             if "fvd" in frechet:
@@ -104,9 +131,8 @@ def evaluate_flow(params_path: str = "params.yaml", overrides: dict | None = Non
 
         results: dict[str, dict[str, float]] = {
             # Upper bounds of the measures: the true frames, and the VAE's reconstruction of them.
-            "ground_truth": {**sync(truth), **lip_metrics(truth, mouth_open, mouth_box)},
+            "ground_truth": {**sync(truth), **lip_metrics(truth, mouth_open, mouth_box, reader)},
         }
-        first = load_bundle(next(iter(cfg.models.values())))
         results["vae_reconstruction"] = scores(decode_to_frames(first, cache.latents[:n]))
         shown: dict[str, np.ndarray] = {}  # variant -> its first grid windows
         for name, directory in cfg.models.items():
@@ -116,7 +142,7 @@ def evaluate_flow(params_path: str = "params.yaml", overrides: dict | None = Non
             metrics = scores(generated.frames)
             if "audio" in bundle.model.motion:
                 zeroed = generate_test_windows(bundle, cache, params.sampling, audio="zeroed", max_windows=n)
-                metrics["lip_corr_audio_zeroed"] = lip_metrics(zeroed.frames, mouth_open, mouth_box)["lip_corr"]
+                metrics["lip_corr_audio_zeroed"] = lip_metrics(zeroed.frames, mouth_open, mouth_box, reader)["lip_corr"]
                 metrics["sync_c_audio_zeroed"] = sync(zeroed.frames)["sync_c"]
             results[name] = metrics
             shown[name] = generated.frames[: cfg.grid_windows]
@@ -161,4 +187,5 @@ def evaluate_flow(params_path: str = "params.yaml", overrides: dict | None = Non
         mlflow.log_dict({"unavailable": unavailable, "sync_expert": {"source": expert.source, **expert.meta}},
                         "evaluation.json")
         mlflow.set_tag("talkalign.sync_expert", expert.source)
+        mlflow.log_metrics({f"mouth_reader.{k}": v for k, v in reader_scores.items()})
         return results

@@ -1,7 +1,9 @@
 """Synthetic-world ground-truth metrics of generated test windows.
 
-Lip sync: the mouth opening measured from the generated pixels (mouth.py, inside the box the ground truth
-locates) against the opening the audio envelope implies (the world's `mouth_open`, lag 0). Frame 0 of a window is
+Lip sync: the mouth opening read from the generated pixels inside the box the ground truth locates, against the
+opening the audio envelope implies (the world's `mouth_open`, lag 0). Read by the learned mouth reader
+(mouth_reader.py) when one is given, which reads blurred toy-scale video; by the geometric measure (mouth.py)
+otherwise, which is exact on sharp video and collapses on blur. Frame 0 of a window is
 the given reference frame, not generated, so it is left out.
 Fidelity: PSNR and SSIM of generated frames against the true frames (also without frame 0).
 """
@@ -11,17 +13,23 @@ from __future__ import annotations
 import numpy as np
 
 from components.evaluation.mouth import lip_sync_scores, mouth_opening_from_pixels, pearson
+from components.evaluation.mouth_reader import MouthReader
 from components.evaluation.ssim import ssim_frames
 from components.train.vae_objective import mouth_box_centre_size
 
 
-def lip_metrics(frames: np.ndarray, mouth_open: np.ndarray, mouth_box: np.ndarray) -> dict[str, float]:
+def lip_metrics(
+    frames: np.ndarray, mouth_open: np.ndarray, mouth_box: np.ndarray, reader: MouthReader | None = None
+) -> dict[str, float]:
     """frames uint8 [N,T,H,W,3]; mouth_open [N,T]; mouth_box [N,T,4] (windows.mouth_boxes). Means over windows,
     plus a pooled correlation."""
     errs, measured, truth = [], [], []
     for video, opening_true, box in zip(frames, np.asarray(mouth_open), np.asarray(mouth_box)):
-        centre, size = mouth_box_centre_size(box[1:])  # the windows' boxes are padded: undo it
-        opening = mouth_opening_from_pixels(video[1:], centre, size)
+        if reader is not None:
+            opening = reader.read(video[1:], box[1:])
+        else:
+            centre, size = mouth_box_centre_size(box[1:])  # the windows' boxes are padded: undo it
+            opening = mouth_opening_from_pixels(video[1:], centre, size)
         scores = lip_sync_scores(opening, opening_true[1:])
         errs.append(scores["lip_err"])
         measured.append(opening - opening.mean())

@@ -32,8 +32,10 @@ METRICS: dict[str, MetricInfo] = {
     "sync_c_audio_zeroed": MetricInfo("Sync-C, audio zeroed", "lower", "Sync-C of the same model sampled with the audio "
                                       "replaced by its null condition: the gap to Sync-C is what the audio contributes"),
     "lip_corr": MetricInfo("lip corr", "higher", "synthetic-world ground truth: Pearson correlation of the mouth opening "
-                           "measured from the pixels with the opening the audio envelope implies (pooled over windows, "
-                           "each centred)"),
+                           "read from the pixels with the opening the audio envelope implies (pooled over windows, "
+                           "each centred). Read by talkalign's own mouth reader (ridge regression on mouth-box pixels, "
+                           "fitted on training windows and their VAE reconstructions); the reference rows show what it "
+                           "reads on the true frames and on their VAE reconstruction, the ceiling for any model"),
     "lip_err": MetricInfo("lip err", "lower", "synthetic-world ground truth: mean absolute error of the mouth opening after "
                           "a per-window affine fit, in envelope units [0, 1]"),
     "lip_corr_audio_zeroed": MetricInfo("lip corr, audio zeroed", "lower", "lip corr of the same model sampled with the "
