@@ -241,6 +241,9 @@ class TrainingDataConfig(_Strict):
     window_stride: int = Field(8, ge=1)  # frames between window starts inside a clip
     audio_features: Literal["mel", "wav2vec"] = "wav2vec"  # which ingest feature drives the audio modulation
     latents_dir: str = "data/latents"  # VAE latents, encoded once per VAE and shared by every DiT stage
+    # The text condition the DiT stages train with; bundles keep it as their default prompt, so sampling sees
+    # the embedding training saw (the toy world has one scene; the wan profile would caption its clips).
+    prompt: str = "a person talking to the camera"
 
     @model_validator(mode="after")
     def _four_k_plus_one(self) -> "TrainingDataConfig":

@@ -27,7 +27,6 @@ from flows.logging import log_summary
 CHECKPOINTS = Path("checkpoints")
 VAE_DIR = Path("models/vae")
 BASE_DIR = Path("models/base")
-PROMPT = "a person talking to the camera"  # the toy world has one scene; the wan profile takes it from data
 
 
 # ----------------------------------------------------------------------------- shared helpers
@@ -65,11 +64,11 @@ def load_vae_for(params: Params):
     return load_vae(params.vae.pretrained_path or VAE_DIR).eval().requires_grad_(False)
 
 
-def text_embedding(model_cfg: PortraitModelConfig) -> torch.Tensor:
+def text_embedding(model_cfg: PortraitModelConfig, prompt: str) -> torch.Tensor:
     from components.model.portrait import TextEncoder
 
     with torch.no_grad():
-        return TextEncoder(model_cfg.text)([PROMPT])
+        return TextEncoder(model_cfg.text)([prompt])
 
 
 def training_tensors(params: Params, split: str) -> dict[str, torch.Tensor]:
@@ -98,7 +97,7 @@ def train_portrait(stage: str, params: Params, model, cfg, data: dict[str, torch
     from components.train.loop import run_training, sliced
     from components.train.portrait_objective import flow_loss, global_flow_batch
 
-    text_emb = text_embedding(model.cfg)
+    text_emb = text_embedding(model.cfg, params.data.prompt)
     wrapped = LossModule(model, lambda m, batch: flow_loss(m, batch, text_emb))
     sample_fn = sample_logger(stage, params, model) if cfg.sample_every else None
     result = run_training(

@@ -51,7 +51,7 @@ def generate_test_windows(
     features = cache.audio_mel if bundle.meta.audio.features == "mel" else cache.audio_wav2vec
     has_audio = "audio" in model.motion
     has_pose = "skeleton" in model.motion
-    text_emb = bundle.text_encoder([""])
+    text_emb = bundle.text_encoder([bundle.meta.default_prompt])  # what the model was trained with
     guidance = sampling.audio_guidance if has_audio and audio == "real" else 1.0
     latents = []
     for row in range(n):

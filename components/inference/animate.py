@@ -191,7 +191,7 @@ def _generate_windows(
     window = meta.frames
     latent_size = meta.resolution // spatial_ratio(vae)
     shape = (1, vae.config.z_dim, latent_frames(window, model.rho), latent_size, latent_size)
-    text_emb = bundle.text_encoder([prompt])
+    text_emb = bundle.text_encoder([prompt or bundle.meta.default_prompt])
     generator = torch.Generator().manual_seed(int(seed))
 
     starts = window_starts(inputs.n_frames, window)

@@ -93,6 +93,7 @@ class BundleMeta(_Strict):
     sample_rate: int = Field(ge=8000)  # rate of the audio that mel features are computed at (and muxed)
     audio: BundleAudio
     sampling: SamplingConfig = SamplingConfig()
+    default_prompt: str = ""  # the prompt the model was trained with; used when the caller gives none
     lineage: dict[str, Any] = {}
 
     @model_validator(mode="after")
@@ -119,6 +120,7 @@ class BundleMeta(_Strict):
                 wav2vec=audio_cfg if features == "wav2vec" else None,
             ),
             sampling=params.sampling,
+            default_prompt=params.data.prompt,
             lineage=dict(lineage or {}),
         )
 

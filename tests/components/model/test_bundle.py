@@ -235,3 +235,13 @@ def test_resolves_mlflow_registry_and_run_uris(saved, tmp_path, monkeypatch):
     assert load_bundle("models:/talkalign-test@champion", tracking_uri=uri).meta.lineage["run_id"] == "abc"
     with pytest.raises(BundleError, match="models:/talkalign-test@nobody: cannot fetch from MLflow at sqlite"):
         resolve_model_uri("models:/talkalign-test@nobody", tracking_uri=uri)
+
+
+def test_bundle_keeps_the_training_prompt_as_its_default():
+    from components.config import Params, TrainingDataConfig
+    from components.model.bundle import BundleMeta
+
+    params = Params(data=TrainingDataConfig(prompt="a news anchor"))
+    meta = BundleMeta.from_params(params, variant="x")
+    assert meta.default_prompt == "a news anchor"
+    assert BundleMeta.model_validate_json(meta.model_dump_json()).default_prompt == "a news anchor"
