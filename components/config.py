@@ -300,6 +300,20 @@ class FlowTrainConfig(TrainLoopConfig):
     pose_dropout: float = Field(0.1, ge=0, lt=1)
 
 
+class DpoConfig(FlowTrainConfig):
+    """Flow-DPO of the phase-2 model on curated pairs (components/train/dpo.py states the beta convention)."""
+
+    base_model: str = "models/phase2"
+    candidates: str = "data/candidates"  # the candidates stage's output (sampled latents + conditioning)
+    pairs: str = "data/pairs"  # the pairs stage's output: <pair_set>.jsonl
+    pair_set: str = "composite"  # composite | lip_sync | motion | quality
+    beta: float = Field(2500.0, gt=0)  # Hallo4's value, without the 0.5 factor of Diffusion-DPO's code
+    lora_rank: int = Field(8, ge=1)
+    lora_alpha: float = Field(8.0, gt=0)
+    lora_targets: list[Literal["attention", "mlp", "modulation"]] = ["attention", "mlp", "modulation"]
+    output: str = "models/dpo"
+
+
 class SamplingConfig(_Strict):
     steps: int = Field(20, ge=1)
     shift: float = Field(3.0, gt=0)
@@ -409,6 +423,7 @@ class Params(_Strict):
     sync_expert: SyncExpertConfig = SyncExpertConfig()
     evaluation: EvaluationConfig = EvaluationConfig()
     registry: RegistryConfig = RegistryConfig()
+    dpo: DpoConfig = DpoConfig()
     tracking: TrackingConfig = TrackingConfig()
 
     @model_validator(mode="after")

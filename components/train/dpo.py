@@ -174,3 +174,18 @@ def dpo_step_loss(
     with torch.no_grad(), adapters_disabled(getattr(model, "module", model)):
         ref_w, ref_l = pair_velocity_errors(model, batch, text_emb)
     return flow_dpo_loss(policy_w, policy_l, ref_w, ref_l, beta)
+
+
+def merge_lora(model: nn.Module) -> int:
+    """Fold the active adapters into the base weights and drop the LoRA wrappers: a plain model again, which saves
+    and loads like any other (the DPO variant exports as merged weights). Returns the number of merged layers."""
+    merged = 0
+    for name, module in list(model.named_modules()):
+        if isinstance(module, BaseTunerLayer):
+            module.merge()
+            parent_name, _, child = name.rpartition(".")
+            setattr(model.get_submodule(parent_name) if parent_name else model, child, module.get_base_layer())
+            merged += 1
+    if hasattr(model, "peft_config"):
+        del model.peft_config
+    return merged

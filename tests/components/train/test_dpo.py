@@ -123,3 +123,23 @@ def test_reference_is_the_base_model_and_adapters_round_trip():
 def test_unknown_target_group_is_refused():
     with pytest.raises(ValueError, match="LoRA target groups"):
         add_lora(tiny_model(), rank=2, alpha=2, groups=["everything"])
+
+
+def test_merged_adapters_give_the_policy_as_a_plain_model():
+    model = tiny_model()
+    add_lora(model, rank=2, alpha=2, groups=["attention", "mlp", "modulation"])
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.1)
+    batch = pair_batch(3)
+    with torch.no_grad():
+        policy_w, policy_l = pair_velocity_errors(model, batch, TEXT)
+    from components.train.dpo import lora_layers, merge_lora
+
+    assert merge_lora(model) > 0 and not lora_layers(model)
+    assert not any("lora_" in n for n, _ in model.named_parameters())
+    with torch.no_grad():
+        merged_w, merged_l = pair_velocity_errors(model, batch, TEXT)
+    torch.testing.assert_close(merged_w, policy_w, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(merged_l, policy_l, rtol=1e-4, atol=1e-5)

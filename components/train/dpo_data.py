@@ -1,0 +1,66 @@
+"""Preference pairs as training tensors for Flow-DPO, and the global micro-batch drawn from them.
+
+A pair row of the pairs stage (data/pairs/<set>.jsonl: window_id, winner, loser, ...) becomes the two
+candidates' sampled latents (what the generators produced, stored by the candidates stage) plus the
+conditioning both were generated from: the window's reference latent (its true latent frame 0), audio features
+and pose. As for flow matching, a global micro-batch is a pure function of the loop's generator (which pairs, the
+shared noise and the shared noise level of each pair), so 1 and N processes see the same batch.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from components.config import FlowTrainConfig
+from components.train.flow_matching import sample_timesteps
+
+
+class PairDataError(ValueError):
+    """The pairs file does not match the candidates it names."""
+
+
+def read_pairs(path: str | Path) -> list[dict]:
+    path = Path(path)
+    if not path.is_file():
+        raise PairDataError(f"{path}: no pairs file (run the pairs stage first)")
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    if not rows:
+        raise PairDataError(f"{path}: no pairs")
+    return rows
+
+
+def load_pair_tensors(candidates_dir: str | Path, pairs_path: str | Path, audio_features: str) -> dict[str, torch.Tensor]:
+    """winner/loser [P,z,T',h,w], ref [P,z,1,h,w], audio [P,T,tok,d], pose [P,T,J,3] for every pair of the file."""
+    from components.preference.candidates import load_candidates, load_windows
+
+    pairs = read_pairs(pairs_path)
+    windows = load_windows(candidates_dir)
+    latents = {c.candidate_id: c.latents for c in load_candidates(candidates_dir, decode=False)}
+    missing = sorted({p[k] for p in pairs for k in ("winner", "loser") if p[k] not in latents}
+                     | {p["window_id"] for p in pairs if p["window_id"] not in windows})
+    if missing:
+        raise PairDataError(f"{pairs_path}: {len(missing)} ids are not in {candidates_dir}, e.g. {missing[:3]}")
+    window_of = [windows[p["window_id"]] for p in pairs]
+    stack = lambda xs: torch.from_numpy(np.stack(xs).astype(np.float32))  # noqa: E731
+    return {
+        "winner": stack([latents[p["winner"]] for p in pairs]),
+        "loser": stack([latents[p["loser"]] for p in pairs]),
+        "ref": stack([w.latents[:, :1] for w in window_of]),
+        "audio": stack([w.mel if audio_features == "mel" else w.wav2vec for w in window_of]),
+        "pose": stack([w.pose for w in window_of]),
+    }
+
+
+def global_pair_batch(
+    data: dict[str, torch.Tensor], cfg: FlowTrainConfig, rows: int, generator: torch.Generator
+) -> dict[str, torch.Tensor]:
+    """`rows` pairs with one noise and one noise level per pair, shared by its winner and loser."""
+    index = torch.randint(data["winner"].shape[0], (rows,), generator=generator)
+    batch = {key: value[index] for key, value in data.items()}
+    batch["noise"] = torch.randn(batch["winner"].shape, generator=generator)
+    batch["sigma"] = sample_timesteps(rows, cfg.timestep_shift, generator)
+    return batch
