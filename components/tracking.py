@@ -51,6 +51,16 @@ def check_tracking_reachable(uri: str, timeout_s: float = 5.0) -> None:
         raise TrackingUnavailable(f"MLflow tracking server at {uri} is unreachable: {exc}") from exc
 
 
+def check_inputs_reachable(inputs: list[str]) -> None:
+    """Every s3:// input of a stage: its endpoint answers and its bucket exists, else a StorageError naming the URI
+    (in seconds: a dead endpoint is probed with a short timeout, not the full retry budget of the readers)."""
+    from components.io.storage import open_storage
+
+    for uri in inputs:
+        if str(uri).startswith("s3://"):
+            open_storage(str(uri)).ensure_ready()
+
+
 def git_commit(repo: Path = Path(".")) -> str:
     """HEAD commit, with '-dirty' when the work tree has uncommitted changes to tracked files."""
     try:
@@ -97,6 +107,7 @@ def stage_run(
 
     uri = resolve_tracking_uri(params)
     check_tracking_reachable(uri)
+    check_inputs_reachable(list(inputs))
     mlflow.set_tracking_uri(uri)
     mlflow.set_experiment(params.tracking.experiment)
     tags = {
