@@ -23,6 +23,8 @@ for _key, _value in {
     "MLFLOW_DISABLE_TELEMETRY": "true",
     "GX_ANALYTICS_ENABLED": "false",
     "DO_NOT_TRACK": "1",
+    # Prefect's temporary API server needs more than its default 20 s to start on a busy 2-core box.
+    "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
 }.items():
     os.environ.setdefault(_key, _value)
 
