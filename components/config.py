@@ -292,6 +292,12 @@ class VaePretrainConfig(TrainLoopConfig):
     mouth_weight: float = Field(4.0, ge=0)  # extra reconstruction weight inside the ground-truth mouth box
     kl_weight: float = Field(1e-6, ge=0)
     recon_loss: Literal["l1", "l2"] = "l1"  # per-pixel error in [-1, 1] space
+    # Image-to-video recipe (components/model/vae.py `per_frame_init`): start as a per-frame image autoencoder,
+    # train it on single frames first (cheap, and what fixes the spatial detail), then on full windows.
+    init: Literal["default", "per_frame"] = "per_frame"
+    image_steps: int = Field(0, ge=0)  # single-frame steps before the `steps` window steps
+    image_batch_size: int = Field(8, ge=1)
+    image_lr: float | None = Field(None, gt=0)  # peak lr of the image phase (None: optim.lr, as the window phase)
 
 
 class FlowTrainConfig(TrainLoopConfig):

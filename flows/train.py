@@ -155,7 +155,7 @@ def save_bundle_for(directory: Path, params: Params, model, variant: str, lineag
 def pretrain_vae_flow(params_path: str = "params.yaml", overrides: dict | None = None) -> dict:
     """Train the toy video VAE on full training windows, then measure per-channel latent statistics."""
     from components.data.windows import load_split, make_windows
-    from components.model.vae import build_vae, encode_video, latent_stats, set_latent_stats
+    from components.model.vae import build_vae, encode_video, latent_stats, per_frame_init, set_latent_stats
     from components.train.loop import run_training, sliced
     from components.train.vae_objective import reconstruction_report, vae_loss, window_batch
 
@@ -171,13 +171,35 @@ def pretrain_vae_flow(params_path: str = "params.yaml", overrides: dict | None =
         train = [w for c in load_split(params.data.shards, "train") for w in make_windows(c, frames, params.data.window_stride)]
         val = [w for c in load_split(params.data.shards, "val") for w in make_windows(c, frames, frames)]
         vae = build_vae(params.vae)
+        if cfg.init == "per_frame":
+            per_frame_init(vae)
 
         def global_batch(step: int, micro: int, rows: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
             picks = torch.randint(len(train), (rows,), generator=generator).tolist()
             video, mouth_mask = window_batch([train[i] for i in picks])
             return {"frames": video, "mouth_mask": mouth_mask}
 
+        def image_batch(step: int, micro: int, rows: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
+            picks = torch.randint(len(train), (rows,), generator=generator).tolist()
+            at = torch.randint(frames, (rows,), generator=generator).tolist()
+            video, mouth_mask = window_batch([train[i] for i in picks])
+            rows_ = torch.arange(rows)
+            return {"frames": video[rows_, at][:, None], "mouth_mask": mouth_mask[rows_, at][:, None]}
+
         wrapped = LossModule(vae, lambda m, batch: vae_loss(m, batch["frames"], batch["mouth_mask"], cfg))
+        if cfg.image_steps:
+            image_optim = cfg.optim.model_copy(update={"lr": cfg.image_lr or cfg.optim.lr})
+            image_cfg = cfg.model_copy(update={"steps": cfg.image_steps, "batch_size": cfg.image_batch_size, "optim": image_optim})
+            run_training(
+                name="pretrain_vae_image",
+                model=wrapped,
+                trainable=list(vae.parameters()),
+                batch_fn=sliced(image_batch),
+                loss_fn=lambda m, batch: m(batch),
+                cfg=image_cfg,
+                ckpt_dir=checkpoint_dir("pretrain_vae_image", image_cfg.model_dump(), params.vae.model_dump(), shards_digest(params)),
+                log_fn=mlflow_logger("image."),
+            )
         result = run_training(
             name="pretrain_vae",
             model=wrapped,
@@ -185,7 +207,7 @@ def pretrain_vae_flow(params_path: str = "params.yaml", overrides: dict | None =
             batch_fn=sliced(global_batch),
             loss_fn=lambda m, batch: m(batch),
             cfg=cfg,
-            ckpt_dir=checkpoint_dir("pretrain_vae", cfg.model_dump(), params.vae.model_dump(), shards_digest(params)),
+            ckpt_dir=checkpoint_dir("pretrain_vae", cfg.model_dump(), params.vae.model_dump(), shards_digest(params)),  # after the image phase: cfg includes image_steps
             log_fn=mlflow_logger(),
         )
         if not is_main_process():  # rank 0 measures, saves and reports; the weights are identical on every rank

@@ -55,6 +55,45 @@ def build_vae(cfg: VaeConfig) -> AutoencoderKLWan:
         )
 
 
+@torch.no_grad()
+def per_frame_init(vae: AutoencoderKLWan) -> AutoencoderKLWan:
+    """Make a fresh VAE start as an image autoencoder applied frame by frame (inflation, as I3D and video LDMs
+    start from image models), with residual branches at zero:
+
+    - every causal 3D conv keeps only its last (current-frame) temporal tap;
+    - the temporal down/upsampling convs copy the current frame (identity on the last tap);
+    - each residual block's second conv and each attention block's output projection start at zero, so every
+      block starts as the identity and the network trains quickly from a short, well-conditioned path.
+    Training then learns the temporal mixing the 4x compression needs on top of a working image model.
+    """
+    from diffusers.models.autoencoders.autoencoder_kl_wan import (
+        WanAttentionBlock,
+        WanCausalConv3d,
+        WanResample,
+        WanResidualBlock,
+    )
+
+    time_convs = set()
+    for module in vae.modules():
+        if isinstance(module, WanResample) and module.mode in ("downsample3d", "upsample3d"):
+            weight, channels = module.time_conv.weight, module.time_conv.weight.shape[1]
+            weight.zero_()
+            module.time_conv.bias.zero_()
+            for group in range(weight.shape[0] // channels):
+                weight[group * channels : (group + 1) * channels, :, -1, 0, 0] = torch.eye(channels)
+            time_convs.add(id(module.time_conv))
+    for module in vae.modules():
+        if isinstance(module, WanCausalConv3d) and id(module) not in time_convs and module.weight.shape[2] > 1:
+            module.weight[:, :, :-1].zero_()
+        if isinstance(module, WanResidualBlock):
+            torch.nn.init.zeros_(module.conv2.weight)
+            torch.nn.init.zeros_(module.conv2.bias)
+        if isinstance(module, WanAttentionBlock):
+            torch.nn.init.zeros_(module.proj.weight)
+            torch.nn.init.zeros_(module.proj.bias)
+    return vae
+
+
 def temporal_ratio(vae: AutoencoderKLWan) -> int:
     return 2 ** sum(vae.config.temperal_downsample)
 

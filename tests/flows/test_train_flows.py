@@ -20,7 +20,7 @@ TINY = {
     "world": {"n_identities": 5, "clips_per_identity": 2, "duration_s": 1.2, "speech": "syllables"},
     "shard": {"maxcount": 4},
     "data": {"frames": 9, "window_stride": 8},
-    "pretrain_vae": {"steps": 2, "batch_size": 2, "checkpoint_every": 1, "log_every": 1},
+    "pretrain_vae": {"image_steps": 2, "image_batch_size": 2, "steps": 2, "batch_size": 2, "checkpoint_every": 1, "log_every": 1},
     "pretrain_dit": {"steps": 2, "batch_size": 4, "checkpoint_every": 2, "log_every": 1},
     "phase1": {"steps": 2, "batch_size": 4, "checkpoint_every": 2, "log_every": 1, "sample_every": 2},
     "phase2": {"steps": 2, "batch_size": 4, "checkpoint_every": 2, "log_every": 1},

@@ -77,3 +77,20 @@ def test_latent_statistics_normalise_and_persist(tmp_path):
         assert torch.equal(encode_video(loaded.eval(), frames), normalised)
     with pytest.raises(ValueError, match="positive stds"):
         set_latent_stats(vae, mean, [0.0] * 16)
+
+
+def test_per_frame_init_starts_as_an_image_autoencoder():
+    """After inflation the latent of a 4-frame group is computed from one frame of it alone (no temporal mixing
+    yet), and the frame-0 latent is that of the image alone."""
+    from components.model.vae import per_frame_init
+
+    vae = per_frame_init(build_vae(VaeConfig()))
+    torch.manual_seed(0)
+    video = torch.randint(0, 255, (1, 5, 64, 64, 3), dtype=torch.uint8)
+    changed = video.clone()
+    changed[:, 1:4] = torch.randint(0, 255, (1, 3, 64, 64, 3), dtype=torch.uint8)
+    with torch.no_grad():
+        a, b = encode_video(vae, video), encode_video(vae, changed)
+        alone = encode_video(vae, video[:, :1])
+    torch.testing.assert_close(a[:, :, :1], alone[:, :, :1])
+    torch.testing.assert_close(a[:, :, 1], b[:, :, 1])  # frames 1-3 changed, frame 4 kept: same latent
