@@ -187,29 +187,24 @@ def pretrain_vae_flow(params_path: str = "params.yaml", overrides: dict | None =
             return {"frames": video[rows_, at][:, None], "mouth_mask": mouth_mask[rows_, at][:, None]}
 
         wrapped = LossModule(vae, lambda m, batch: vae_loss(m, batch["frames"], batch["mouth_mask"], cfg))
+
+        def train_phase(name: str, batch_fn, phase_cfg, log_prefix: str = ""):
+            return run_training(
+                name=name,
+                model=wrapped,
+                trainable=list(vae.parameters()),
+                batch_fn=sliced(batch_fn),
+                loss_fn=lambda m, batch: m(batch),
+                cfg=phase_cfg,
+                ckpt_dir=checkpoint_dir(name, phase_cfg.model_dump(), params.vae.model_dump(), shards_digest(params)),
+                log_fn=mlflow_logger(log_prefix),
+            )
+
         if cfg.image_steps:
             image_optim = cfg.optim.model_copy(update={"lr": cfg.image_lr or cfg.optim.lr})
             image_cfg = cfg.model_copy(update={"steps": cfg.image_steps, "batch_size": cfg.image_batch_size, "optim": image_optim})
-            run_training(
-                name="pretrain_vae_image",
-                model=wrapped,
-                trainable=list(vae.parameters()),
-                batch_fn=sliced(image_batch),
-                loss_fn=lambda m, batch: m(batch),
-                cfg=image_cfg,
-                ckpt_dir=checkpoint_dir("pretrain_vae_image", image_cfg.model_dump(), params.vae.model_dump(), shards_digest(params)),
-                log_fn=mlflow_logger("image."),
-            )
-        result = run_training(
-            name="pretrain_vae",
-            model=wrapped,
-            trainable=list(vae.parameters()),
-            batch_fn=sliced(global_batch),
-            loss_fn=lambda m, batch: m(batch),
-            cfg=cfg,
-            ckpt_dir=checkpoint_dir("pretrain_vae", cfg.model_dump(), params.vae.model_dump(), shards_digest(params)),  # after the image phase: cfg includes image_steps
-            log_fn=mlflow_logger(),
-        )
+            train_phase("pretrain_vae_image", image_batch, image_cfg, "image.")
+        result = train_phase("pretrain_vae", global_batch, cfg)  # its cfg includes image_steps: a new recipe restarts it
         if not is_main_process():  # rank 0 measures, saves and reports; the weights are identical on every rank
             return _training_summary(result)
         vae.eval()
