@@ -391,6 +391,8 @@ class PairsConfig(_Strict):
     ratings: str = "data/ratings"
     out_dir: str = "data/pairs"
     report_path: str = "reports/pairs.md"
+    summary_path: str = "reports/pairs.json"  # pair counts per set (a DVC metric)
+    figure_path: str = "reports/pairs_margins.png"
     strategy: Literal["best_vs_worst", "best_vs_worse", "better_vs_worst", "better_vs_worse"] = "best_vs_worst"
     # composite reward = weighted mean of the dimensions (Hallo4: plain mean of alignment and fidelity)
     weights: dict[str, float] = {"lip_sync": 1.0, "motion": 1.0, "quality": 1.0}

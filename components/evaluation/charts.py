@@ -13,7 +13,7 @@ import matplotlib
 matplotlib.use("Agg")  # no display; must precede pyplot
 import matplotlib.pyplot as plt  # noqa: E402
 
-__all__ = ["write_overview_png", "write_plot_data"]
+__all__ = ["save_histograms", "write_overview_png", "write_plot_data"]
 
 Results = dict[str, dict[str, float]]
 
@@ -82,6 +82,25 @@ def write_overview_png(path: str | Path, results: Results, order: list[str], lab
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}{path.suffix}")
     fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    os.replace(tmp, path)
+    return path
+
+
+def save_histograms(path: str | Path, values: dict[str, list[float]], title: str, bins: int = 12) -> Path:
+    """One small histogram per named list of values (e.g. the reward margins of each pair set)."""
+    path = Path(path)
+    fig, axes = plt.subplots(1, len(values), figsize=(3.2 * len(values), 2.6), squeeze=False)
+    for ax, (name, data) in zip(axes.flat, values.items()):
+        if data:
+            ax.hist(data, bins=bins, color="tab:blue")
+        ax.set_title(f"{name} ({len(data)})", fontsize=9)
+        ax.tick_params(labelsize=8)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}{path.suffix}")
+    fig.savefig(tmp, dpi=100)
     plt.close(fig)
     os.replace(tmp, path)
     return path

@@ -1,5 +1,6 @@
 """The training stages end to end on a tiny world, in-process: data -> VAE -> latents -> base DiT ->
-phase 1 (every variant) -> phase 2 -> sync expert -> evaluate -> `talkalign animate` with the phase-2 bundle."""
+phase 1 (every variant) -> phase 2 -> sync expert -> candidates -> annotate -> pairs -> dpo -> evaluate ->
+`talkalign animate` with the phase-2 and the DPO bundles."""
 
 from __future__ import annotations
 
@@ -26,6 +27,8 @@ TINY = {
     "phase2": {"steps": 2, "batch_size": 4, "checkpoint_every": 2, "log_every": 1},
     "sampling": {"steps": 2},
     "sync_expert": {"steps": 2, "batch_size": 4, "checkpoint_every": 2, "log_every": 1},
+    "candidates": {"windows": 3, "sampling_steps": 2, "batch_size": 2},
+    "dpo": {"steps": 2, "batch_size": 2, "checkpoint_every": 2, "log_every": 1},
     "evaluation": {"max_windows": 2, "grid_windows": 1},
 }
 REPO_PARAMS = Path(__file__).resolve().parents[2] / "params.yaml"
@@ -75,11 +78,13 @@ def test_training_stages_then_animate(tmp_path, monkeypatch, prefect_api_url):
     assert 0 <= expert["val_offset_acc"] <= 1 and Path("models/sync_expert/model.safetensors").exists()
     assert json.loads(Path("reports/sync_expert.json").read_text())["val_clips"] > 0
 
+    preference_stages_then_dpo()
+
     evaluate_flow()
     metrics = json.loads(Path("reports/metrics.json").read_text())
-    assert {"ground_truth", "vae_reconstruction", "phase1_reshape", "phase1_half", "phase1_downsample", "phase2"} <= set(metrics)
+    assert {"ground_truth", "vae_reconstruction", "phase1_reshape", "phase1_half", "phase1_downsample", "phase2", "dpo"} <= set(metrics)
     assert metrics["ground_truth"]["lip_corr"] > 0.9  # the pixel measure itself reads true frames correctly
-    for name in ("phase1_reshape", "phase2"):
+    for name in ("phase1_reshape", "phase2", "dpo"):
         assert {"sync_c", "sync_d", "sync_offset", "lip_corr", "lip_err", "psnr", "ssim", "lip_corr_audio_zeroed",
                 "sync_c_audio_zeroed"} <= set(metrics[name])
         assert all(np.isfinite(v) for v in metrics[name].values())
@@ -105,7 +110,8 @@ def test_training_stages_then_animate(tmp_path, monkeypatch, prefect_api_url):
     client = mlflow.MlflowClient()
     runs = client.search_runs([client.get_experiment_by_name("talkalign").experiment_id])
     stages = {r.data.tags.get("talkalign.stage") for r in runs}
-    assert {"pretrain_vae", "latents", "pretrain_dit", "phase1", "phase2", "sync_expert", "evaluate"} <= stages
+    assert {"pretrain_vae", "latents", "pretrain_dit", "phase1", "phase2", "sync_expert", "candidates", "annotate",
+            "pairs", "dpo", "evaluate"} <= stages
     evaluate_run = next(r for r in runs if r.data.tags.get("talkalign.stage") == "evaluate")
     logged = {a.path for a in client.list_artifacts(evaluate_run.info.run_id)}
     assert {"metrics.json", "report.md", "evaluation.json", "figures", "plots", "videos"} <= logged
@@ -116,3 +122,34 @@ def test_training_stages_then_animate(tmp_path, monkeypatch, prefect_api_url):
     assert all("loss" in r.data.metrics for r in phase1_runs)
     samples = [a.path for a in client.list_artifacts(phase1_runs[0].info.run_id, "samples")]
     assert samples == ["samples/sample-step-000002.mp4"]  # sample_every=2 over 2 steps
+
+
+def preference_stages_then_dpo() -> None:
+    """candidates -> annotate (simulated rater) -> pairs -> dpo, on the tiny pipeline's phase-1/2 models."""
+    import pandas as pd
+
+    from flows import alignment, preference
+
+    preference.candidates_flow()
+    index = json.loads(Path("data/candidates/index.json").read_text())
+    assert len(index["windows"]) == 3 and all(len(ids) == 6 for ids in index["windows"].values())  # 5 generators, 2 seeds of one
+
+    preference.annotate_flow()
+    scores = pd.read_csv("data/ratings/scores.csv")
+    assert len(scores) == 18 and (scores["n_raters"] == 3).all()
+    assert scores[["lip_sync", "motion", "quality"]].stack().between(1, 5).all()
+    assert set(pd.read_csv("data/ratings/errors.csv").columns) == {"candidate_id", "lip_sync", "motion", "quality"}
+    assert "Mean score per generator" in Path("reports/annotate.md").read_text()
+
+    preference.pairs_flow()
+    sets = {name: [json.loads(line) for line in Path(f"data/pairs/{name}.jsonl").read_text().splitlines()]
+            for name in ("composite", "lip_sync", "motion", "quality")}
+    assert 1 <= len(sets["composite"]) <= 3  # best_vs_worst: at most one pair per window
+    for pair in sets["composite"]:
+        assert pair["reward_winner"] - pair["reward_loser"] >= 0.5  # min_margin
+    assert json.loads(Path("reports/pairs.json").read_text())["composite"]["pairs"] == len(sets["composite"])
+
+    summary = alignment.dpo_flow()
+    assert summary["n_pairs"] == len(sets["composite"])
+    assert Path("models/dpo/bundle.json").exists() and Path("models/dpo/lora.safetensors").exists()
+    assert json.loads(Path("models/dpo/bundle.json").read_text())["variant"] == "dpo"
