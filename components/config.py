@@ -449,6 +449,12 @@ class EvaluationConfig(_Strict):
     plots_dir: str = "reports/plots"  # <metric>.csv per metric, for `dvc plots`
     figures_dir: str = "reports/figures"  # PNG charts
     videos_dir: str = "reports/videos"  # the side-by-side mp4s
+    # Seed noise: these variants are generated again with each extra sampling seed, so the report can say whether
+    # a difference between two variants is larger than what another seed alone changes.
+    seed_noise_variants: list[str] = []
+    extra_seeds: list[int] = [1, 2]
+    comparisons: list[tuple[str, str]] = [("dpo", "phase2")]  # (variant, baseline) rows of the seed-noise table
+    seed_noise_path: str = "reports/seed_noise.json"
 
 
 class SyncExpertConfig(TrainLoopConfig):

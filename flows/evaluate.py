@@ -68,6 +68,17 @@ def fit_reader(params: Params, bundle, max_windows: int = 64):
     return reader, scores
 
 
+def summarise_seeds(runs: list[dict[str, float]], seeds: list[int]) -> dict[str, dict]:
+    """Per metric: the value of each seed, their mean and (sample) standard deviation."""
+    out = {}
+    for metric in runs[0]:
+        values = [float(r[metric]) for r in runs if metric in r]
+        if len(values) == len(runs) and all(np.isfinite(values)):
+            out[metric] = {"mean": float(np.mean(values)), "std": float(np.std(values, ddof=1)) if len(values) > 1 else 0.0,
+                           "values": dict(zip(map(str, seeds), values))}
+    return out
+
+
 @flow(name="evaluate", log_prints=True)
 def evaluate_flow(params_path: str = "params.yaml", overrides: dict | None = None) -> dict:
     from components.data.latents import load_latent_cache
@@ -149,6 +160,18 @@ def evaluate_flow(params_path: str = "params.yaml", overrides: dict | None = Non
             print(f"{name}: " + ", ".join(f"{k}={v:.3f}" for k, v in metrics.items()))
         write_json(cfg.metrics_path, results)
 
+        # Seed noise: the same variants from other noise, so differences can be weighed against it.
+        seed_noise = {}
+        for name in [v for v in cfg.seed_noise_variants if v in cfg.models]:
+            bundle = load_bundle(cfg.models[name])
+            runs = [results[name]]
+            for seed in cfg.extra_seeds:
+                sampling = params.sampling.model_copy(update={"seed": seed})
+                runs.append(scores(generate_test_windows(bundle, cache, sampling, max_windows=n).frames))
+            seed_noise[name] = summarise_seeds(runs, [params.sampling.seed, *cfg.extra_seeds])
+        if seed_noise:
+            write_json(cfg.seed_noise_path, seed_noise)
+
         # For people: charts, side-by-side videos, the report.
         order = list(METRICS)
         plot_files = write_plot_data(cfg.plots_dir, results, order)
@@ -173,6 +196,8 @@ def evaluate_flow(params_path: str = "params.yaml", overrides: dict | None = Non
             sampling=f"{sampling.steps} sampling steps, audio guidance {sampling.audio_guidance:g}, seed {sampling.seed}",
             chart=chart,
             videos=videos,
+            seed_noise=seed_noise,
+            comparisons=[tuple(c) for c in cfg.comparisons],
         ))
 
         for name, metrics in results.items():

@@ -61,6 +61,8 @@ class ReportInputs:
     sampling: str  # one line: steps, guidance, seed
     chart: Path | None = None
     videos: list[Path] = field(default_factory=list)
+    seed_noise: dict[str, dict[str, dict]] = field(default_factory=dict)  # variant -> metric -> mean/std/values
+    comparisons: list[tuple[str, str]] = field(default_factory=list)  # (variant, baseline)
 
 
 def _format(value: float | None) -> str:
@@ -109,6 +111,8 @@ def render_report(inputs: ReportInputs, report_path: str | Path) -> str:
         inputs.sync_expert,
         "",
     ]
+    if inputs.seed_noise:
+        out += _seed_noise_section(inputs.seed_noise, inputs.comparisons)
     if inputs.chart is not None:
         out += ["## Charts", "", f"![metrics per variant]({rel(inputs.chart)})", "",
                 "`dvc plots show` draws the same numbers from `plots/<metric>.csv`.", ""]
@@ -123,6 +127,34 @@ def render_report(inputs: ReportInputs, report_path: str | Path) -> str:
         out += ["## Not measured", "", "| metric | why |", "|---|---|"]
         out += [f"| `{m}` | {reason} |" for m, reason in inputs.unavailable.items()] + [""]
     return "\n".join(out)
+
+
+SEED_METRICS = ("sync_c", "sync_d", "lip_corr", "lip_err", "psnr", "ssim")
+
+
+def _seed_noise_section(noise: dict[str, dict[str, dict]], comparisons: list[tuple[str, str]]) -> list[str]:
+    """Mean ± std over sampling seeds, and each comparison's difference against the noise of both variants."""
+    metrics = [m for m in SEED_METRICS if all(m in v for v in noise.values())]
+    seeds = ", ".join(next(iter(next(iter(noise.values())).values()))["values"])
+    out = ["### Seed noise", "", f"The variants below were generated again from other noise (sampling seeds {seeds}): "
+           "mean ± standard deviation over the seeds.", "",
+           "| variant | " + " | ".join(metrics) + " |", "|---|" + "---:|" * len(metrics)]
+    for variant, values in noise.items():
+        out.append(f"| {variant} | " + " | ".join(f"{values[m]['mean']:.3f} ± {values[m]['std']:.3f}" for m in metrics) + " |")
+    rows = [(a, b) for a, b in comparisons if a in noise and b in noise]
+    if rows:
+        out += ["", "Differences of the seed means; *within noise* when smaller than twice the standard error of the "
+                "difference (sqrt(std_a² + std_b²) / sqrt(seeds)).", "",
+                "| comparison | " + " | ".join(metrics) + " |", "|---|" + "---:|" * len(metrics)]
+        for a, b in rows:
+            cells = []
+            for m in metrics:
+                diff = noise[a][m]["mean"] - noise[b][m]["mean"]
+                k = len(noise[a][m]["values"])
+                se = math.sqrt(noise[a][m]["std"] ** 2 + noise[b][m]["std"] ** 2) / math.sqrt(k)
+                cells.append(f"{diff:+.3f}" + (" (within noise)" if abs(diff) < 2 * se else ""))
+            out.append(f"| {a} − {b} | " + " | ".join(cells) + " |")
+    return out + [""]
 
 
 def write_report(path: str | Path, inputs: ReportInputs) -> Path:

@@ -90,6 +90,10 @@ def test_training_stages_then_animate(tmp_path, monkeypatch, prefect_api_url):
         assert all(np.isfinite(v) for v in metrics[name].values())
         assert "fid" not in metrics[name]  # no extractor given: unavailable, never computed with random weights
     report = Path("reports/report.md").read_text()
+    noise = json.loads(Path("reports/seed_noise.json").read_text())
+    assert set(noise) == {"phase2", "dpo"} and set(noise["dpo"]["sync_c"]["values"]) == {"0", "1", "2"}
+    assert noise["dpo"]["psnr"]["values"]["0"] == pytest.approx(metrics["dpo"]["psnr"])
+    assert "### Seed noise" in report and "| dpo − phase2 |" in report
     assert "not the official SyncNet weights" in report and "| `fid` |" in report and "| `hkc` |" in report
     assert {p.stem for p in Path("reports/plots").glob("*.csv")} >= {"sync_c", "sync_d", "lip_corr", "psnr", "ssim"}
     assert Path("reports/figures/metrics.png").stat().st_size > 0
