@@ -83,12 +83,14 @@ def evaluate_scores(scores: pd.DataFrame, truth: pd.DataFrame, window_of: dict[s
     for dim in DIMENSIONS:
         p = pairs[pairs["dimension"] == dim]
         diff = scores.loc[p["winner"], dim].to_numpy() - scores.loc[p["loser"], dim].to_numpy()
-        acc = float(np.mean((diff > 0) + 0.5 * (diff == 0))) if len(p) else float("nan")
-        cells = truth[[dim]].dropna().assign(score=lambda t: scores.loc[t.index, dim].to_numpy(),
+        diff = diff[np.isfinite(diff)]  # a scorer without a value (e.g. no sync expert) is not a wrong one
+        acc = float(np.mean((diff > 0) + 0.5 * (diff == 0))) if len(diff) else float("nan")
+        cells = truth[[dim]].dropna()
+        cells = cells[np.isfinite(scores.loc[cells.index, dim].to_numpy())].assign(score=lambda t: scores.loc[t.index, dim].to_numpy(),
                                              window_id=lambda t: [window_of[c] for c in t.index])
         centred = cells[[dim, "score"]] - cells.groupby("window_id")[[dim, "score"]].transform("mean")
         out[dim] = {"pair_acc": acc, "spearman": _spearman(centred["score"].to_numpy(), centred[dim].to_numpy()),
-                    "n_pairs": int(len(p))}
+                    "n_pairs": int(len(diff))}
     return out
 
 

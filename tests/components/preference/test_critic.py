@@ -110,7 +110,7 @@ def test_critic_learns_each_dimension_on_held_out_windows_and_raters(pool, tmp_p
     index = np.stack([pairs["winner"].map(rows), pairs["loser"].map(rows),
                       pairs["dimension"].map(DIMENSIONS.index)], axis=1)
     inputs = critic_inputs(candidates, windows)
-    cfg = CriticConfig(steps=60, batch_size=16, log_every=60, checkpoint_every=1000, width=16,
+    cfg = CriticConfig(steps=40, batch_size=16, log_every=40, checkpoint_every=1000, width=16,
                        optim={"lr": 3e-3})
     critic, result = train_critic(inputs, index, cfg, tmp_path / "ckpt")
     scores = pd.DataFrame(score_inputs(critic, inputs), index=list(rows), columns=list(DIMENSIONS))
@@ -129,3 +129,16 @@ def test_critic_learns_each_dimension_on_held_out_windows_and_raters(pool, tmp_p
     some = candidates[:10]
     pd.testing.assert_frame_equal(critic_scores(loaded, some, windows), critic_scores(critic, some, windows),
                                   check_exact=True)
+
+
+def test_sync_baseline_runs_on_window_audio(pool):
+    """The lip_sync baseline with an (untrained, tiny) toy-spec sync expert: finite Sync-C per candidate."""
+    from components.evaluation.syncnet import SyncExpert, SyncNet, SyncNetSpec
+
+    candidates, windows, _ = pool
+    torch.manual_seed(0)
+    spec = SyncNetSpec(width=0.125, lip_channels=1, crop_size=56, crop_scale=1.0, crop_mouth_y=0.5, pixels="unit",
+                       mfcc="log_mel")
+    expert = SyncExpert(model=SyncNet(spec).eval(), source="talkalign")
+    table = baseline_scores(candidates[:2], windows, expert=expert)
+    assert np.isfinite(table.to_numpy()).all() and (table["lip_sync"] >= 0).all()
