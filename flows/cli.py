@@ -41,6 +41,7 @@ STAGES: dict[str, tuple[str, str]] = {
     "phase1": ("flows.train:phase1_flow", "train the audio modulation, backbone frozen (--variant for the ablation)"),
     "phase2": ("flows.train:phase2_flow", "train the skeleton modulation, everything else frozen"),
     "sync-expert": ("flows.experts:sync_expert_flow", "train the SyncNet-architecture sync expert (skipped with official weights)"),
+    "critic": ("flows.critic:critic_flow", "train the Talking-Critic reward model on the ratings; held-out vs baselines"),
     "dpo": ("flows.alignment:dpo_flow", "Flow-DPO of the phase-2 model on curated pairs (LoRA; reference = adapters off)"),
     "evaluate": ("flows.evaluate:evaluate_flow", "every model variant on the same held-out test windows"),
     "register": ("flows.register:register_flow", "register the evaluated model in MLflow; champion if the gates pass"),
