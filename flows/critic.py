@@ -10,7 +10,6 @@ rows; the per-rater split needs them, scores.csv has the raters mixed). Writes p
 from __future__ import annotations
 
 import hashlib
-import json
 from pathlib import Path
 
 import numpy as np
@@ -139,7 +138,9 @@ def critic_flow(params_path: str = "params.yaml", overrides: dict | None = None)
         tmp = Path(cfg.out_dir) / ".scores.csv.tmp"
         out_scores.to_csv(tmp)
         tmp.replace(Path(cfg.out_dir) / "scores.csv")
-        write_json(cfg.metrics_path, {**metrics, "summary": summary})
+        finite = lambda v: None if isinstance(v, float) and not np.isfinite(v) else v  # noqa: E731  (strict JSON)
+        write_json(cfg.metrics_path, {**{d: {k: finite(v) for k, v in m.items()} for d, m in metrics.items()},
+                                      "summary": summary})
         report = Path(cfg.metrics_path).with_suffix(".md")
         report.write_text(render_report(metrics, summary))
         print(render_report(metrics, summary))

@@ -32,8 +32,8 @@ from components.preference.critic import laplacian_sharpness, rating_pairs
 SYNC_MAX_OFFSET = 4
 BASELINES = {
     "lip_sync": f"Sync-C of the candidate (sync expert, +-{SYNC_MAX_OFFSET} frame search over the window's own audio)",
-    "motion": "negative jitter (- mean |second temporal difference|, grey 0-1)",
-    "quality": "Laplacian sharpness (mean |4-neighbour Laplacian|, grey 0-1)",
+    "motion": "negative jitter (minus the mean absolute second temporal difference, grey 0-1)",
+    "quality": "Laplacian sharpness (mean absolute 4-neighbour Laplacian, grey 0-1)",
 }
 
 __all__ = ["BASELINES", "SYNC_MAX_OFFSET", "baseline_scores", "evaluate_scores", "rater_means", "split_raters",
