@@ -43,6 +43,7 @@ STAGES: dict[str, tuple[str, str]] = {
     "sync-expert": ("flows.experts:sync_expert_flow", "train the SyncNet-architecture sync expert (skipped with official weights)"),
     "candidates": ("flows.preference:candidates_flow", "K candidate videos per preference window from the generator pool"),
     "annotate": ("flows.preference:annotate_flow", "Likert ratings per candidate: simulated rater, human file, or the critic"),
+    "critic": ("flows.critic:critic_flow", "train the Talking-Critic reward model on the ratings; held-out vs baselines"),
     "pairs": ("flows.preference:pairs_flow", "preference pairs (composite and per dimension) from the ratings"),
     "dpo": ("flows.alignment:dpo_flow", "Flow-DPO of the phase-2 model on curated pairs (LoRA; reference = adapters off)"),
     "evaluate": ("flows.evaluate:evaluate_flow", "every model variant on the same held-out test windows"),
