@@ -66,6 +66,12 @@ def render_report(metrics: dict, summary: dict) -> str:
         "Pair accuracy: share of held-out within-window pairs (held-out raters' scores differ) ordered like the "
         "raters. Spearman: pooled over held-out candidates after centring scorer and rater scores per window.",
         "",
+        f"Pair curation ({summary['pairs_strategy']}, composite reward) on the held-out windows: the critic's "
+        f"{summary['critic_pairs']} pairs agree with the held-out raters' order in "
+        f"{fmt(summary['critic_pairs_agreeing_with_raters'])} of cases; of the raters' {summary['rater_pairs']} pairs, "
+        f"the critic orders {fmt(summary['rater_pairs_agreeing_with_critic'])} the same way and picks "
+        f"{summary['identical_pairs']} identically.",
+        "",
         "| dimension | pairs | critic pair acc | baseline pair acc | critic Spearman | baseline Spearman | baseline |",
         "|---|---|---|---|---|---|---|",
     ]
@@ -74,6 +80,29 @@ def render_report(metrics: dict, summary: dict) -> str:
         lines.append(f"| {dim} | {m['n_pairs']} | {fmt(m['critic_pair_acc'])} | {fmt(m['baseline_pair_acc'])} | "
                      f"{fmt(m['critic_spearman'])} | {fmt(m['baseline_spearman'])} | {m['baseline']} |")
     return "\n".join(lines) + "\n"
+
+
+def pair_set_agreement(critic: pd.DataFrame, rater: pd.DataFrame, window_of: dict[str, str], cfg) -> dict:
+    """On held-out windows: the composite pairs curated from the critic's scores vs those curated from the held-out
+    raters' scores (the pairs stage's strategy and weights). The critic's dimensions are z-scored first (their
+    scales are arbitrary); its pairs take no margin, the raters' take the stage's."""
+    from components.preference.pairs import composite_reward, curate_pairs, pair_agreement
+
+    standard = (critic - critic.mean()) / critic.std().replace(0, 1)
+    critic_reward = composite_reward(standard, cfg.weights)
+    rater_reward = composite_reward(rater, cfg.weights).reindex(critic.index)
+    critic_pairs, _ = curate_pairs(critic_reward, window_of, cfg.strategy, 0.0, cfg.seed)
+    rater_pairs, _ = curate_pairs(rater_reward, window_of, cfg.strategy, cfg.min_margin, cfg.seed)
+    same = {(p.winner, p.loser) for p in rater_pairs} & {(p.winner, p.loser) for p in critic_pairs}
+    return {
+        "pairs_strategy": cfg.strategy,
+        "critic_pairs": len(critic_pairs), "rater_pairs": len(rater_pairs),
+        # Of the critic's pairs, how many the held-out raters order the same way (strictly).
+        "critic_pairs_agreeing_with_raters": pair_agreement(critic_pairs, rater_reward),
+        # Of the raters' pairs, how many the critic orders the same way, and how many it picks identically.
+        "rater_pairs_agreeing_with_critic": pair_agreement(rater_pairs, critic_reward),
+        "identical_pairs": len(same),
+    }
 
 
 @flow(name="critic", log_prints=True)
@@ -127,7 +156,8 @@ def critic_flow(params_path: str = "params.yaml", overrides: dict | None = None)
                          "critic_spearman": ours[dim]["spearman"], "baseline_spearman": theirs[dim]["spearman"],
                          "n_pairs": ours[dim]["n_pairs"], "baseline_n_pairs": theirs[dim]["n_pairs"],
                          "baseline": BASELINES[dim]} for dim in DIMENSIONS}
-        summary = {"train_pairs": int(len(pairs)), "train_windows": len(train_w), "held_out_windows": len(held_w),
+        agreement = pair_set_agreement(scores.loc[held_ids], truth, window_of, params.pairs)
+        summary = {**agreement, "train_pairs": int(len(pairs)), "train_windows": len(train_w), "held_out_windows": len(held_w),
                    "held_out_clips": len({windows[w].clip_id for w in held_w}), "train_raters": train_r,
                    "held_out_raters": held_r, "steps": cfg.steps, "final_loss": result.final_loss,
                    "train_seconds": result.seconds, "spearman": "pooled after centring per window"}

@@ -79,6 +79,27 @@ def summarise_seeds(runs: list[dict[str, float]], seeds: list[int]) -> dict[str,
     return out
 
 
+def critic_scorer(params: Params, mouth_box: np.ndarray, mel: np.ndarray):
+    """video uint8 [N,T,H,W,3] -> mean critic score per dimension over the windows, or None without a critic.
+    The critic (critic stage) was trained on candidates of the training split: the test windows are new to it."""
+    from types import SimpleNamespace
+
+    from components.preference.critic import critic_scores, load_critic
+
+    if not (Path(params.critic.out_dir) / "critic.safetensors").exists():
+        print(f"no critic at {params.critic.out_dir}: critic scores left out")
+        return None
+    critic = load_critic(params.critic.out_dir)
+    windows = {str(i): SimpleNamespace(mouth_box=mouth_box[i], mel=mel[i]) for i in range(len(mouth_box))}
+
+    def score(video: np.ndarray) -> dict[str, float]:
+        candidates = [SimpleNamespace(candidate_id=str(i), window_id=str(i), frames=video[i]) for i in range(len(video))]
+        table = critic_scores(critic, candidates, windows)
+        return {f"critic_{d}": float(table[d].mean()) for d in table.columns}
+
+    return score
+
+
 @flow(name="evaluate", log_prints=True)
 def evaluate_flow(params_path: str = "params.yaml", overrides: dict | None = None) -> dict:
     from components.data.latents import load_latent_cache
@@ -132,8 +153,12 @@ def evaluate_flow(params_path: str = "params.yaml", overrides: dict | None = Non
         if cfg.fvd_extractor:
             frechet["fvd"] = FrechetScorer.build("fvd", cfg.fvd_extractor, truth[:, 1:])
 
+        critic = critic_scorer(params, mouth_box, cache.audio_mel[:n].numpy())
+
         def scores(video: np.ndarray) -> dict[str, float]:
             out = {**sync(video), **lip_metrics(video, mouth_open, mouth_box, reader), "psnr": psnr(video, truth), "ssim": ssim(video, truth)}
+            if critic is not None:
+                out.update(critic(video))
             if "fid" in frechet:
                 out["fid"] = frechet["fid"](video[:, 1:].reshape(-1, *video.shape[2:]))
             if "fvd" in frechet:
@@ -142,7 +167,7 @@ def evaluate_flow(params_path: str = "params.yaml", overrides: dict | None = Non
 
         results: dict[str, dict[str, float]] = {
             # Upper bounds of the measures: the true frames, and the VAE's reconstruction of them.
-            "ground_truth": {**sync(truth), **lip_metrics(truth, mouth_open, mouth_box, reader)},
+            "ground_truth": {**sync(truth), **lip_metrics(truth, mouth_open, mouth_box, reader), **(critic(truth) if critic else {})},
         }
         results["vae_reconstruction"] = scores(decode_to_frames(first, cache.latents[:n]))
         shown: dict[str, np.ndarray] = {}  # variant -> its first grid windows

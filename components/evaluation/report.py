@@ -42,6 +42,11 @@ METRICS: dict[str, MetricInfo] = {
                                         "audio replaced by its null condition"),
     "psnr": MetricInfo("PSNR (dB)", "higher", "peak signal-to-noise ratio of the generated frames against the true frames"),
     "ssim": MetricInfo("SSIM", "higher", "structural similarity with the true frames (11x11 Gaussian window, sigma 1.5)"),
+    "critic_lip_sync": MetricInfo("critic lip-sync", "higher", "talkalign's Talking-Critic (critic stage, trained on rated "
+                                  "candidates of the training split) on the test windows: mean lip-sync score. Its scale "
+                                  "is arbitrary; compare variants with each other"),
+    "critic_motion": MetricInfo("critic motion", "higher", "the critic's mean motion-naturalness score (arbitrary scale)"),
+    "critic_quality": MetricInfo("critic quality", "higher", "the critic's mean visual-quality score (arbitrary scale)"),
     "fid": MetricInfo("FID", "lower", "Fréchet distance between Inception features of generated and true frames"),
     "fvd": MetricInfo("FVD", "lower", "Fréchet distance between I3D features of generated and true windows"),
 }
@@ -129,7 +134,7 @@ def render_report(inputs: ReportInputs, report_path: str | Path) -> str:
     return "\n".join(out)
 
 
-SEED_METRICS = ("sync_c", "sync_d", "lip_corr", "lip_err", "psnr", "ssim")
+SEED_METRICS = ("sync_c", "sync_d", "lip_corr", "lip_err", "psnr", "ssim", "critic_lip_sync", "critic_motion", "critic_quality")
 
 
 def _seed_noise_section(noise: dict[str, dict[str, dict]], comparisons: list[tuple[str, str]]) -> list[str]:

@@ -28,6 +28,7 @@ TINY = {
     "sampling": {"steps": 2},
     "sync_expert": {"steps": 2, "batch_size": 4, "checkpoint_every": 2, "log_every": 1},
     "candidates": {"windows": 3, "sampling_steps": 2, "batch_size": 2},
+    "critic": {"steps": 2, "batch_size": 4, "checkpoint_every": 2, "log_every": 1},
     "dpo": {"steps": 2, "batch_size": 2, "checkpoint_every": 2, "log_every": 1},
     "evaluation": {"max_windows": 2, "grid_windows": 1},
 }
@@ -88,6 +89,7 @@ def test_training_stages_then_animate(tmp_path, monkeypatch, prefect_api_url):
         assert {"sync_c", "sync_d", "sync_offset", "lip_corr", "lip_err", "psnr", "ssim", "lip_corr_audio_zeroed",
                 "sync_c_audio_zeroed"} <= set(metrics[name])
         assert all(np.isfinite(v) for v in metrics[name].values())
+        assert {"critic_lip_sync", "critic_motion", "critic_quality"} <= set(metrics[name])
         assert "fid" not in metrics[name]  # no extractor given: unavailable, never computed with random weights
     report = Path("reports/report.md").read_text()
     noise = json.loads(Path("reports/seed_noise.json").read_text())
@@ -144,6 +146,20 @@ def preference_stages_then_dpo() -> None:
     assert scores[["lip_sync", "motion", "quality"]].stack().between(1, 5).all()
     assert set(pd.read_csv("data/ratings/errors.csv").columns) == {"candidate_id", "lip_sync", "motion", "quality"}
     assert "Mean score per generator" in Path("reports/annotate.md").read_text()
+
+    from flows.critic import critic_flow
+
+    critic_flow()
+    critic = json.loads(Path("reports/critic.json").read_text())
+    for dim in ("lip_sync", "motion", "quality"):
+        assert {"critic_pair_acc", "baseline_pair_acc", "critic_spearman", "baseline_spearman"} <= set(critic[dim])
+    assert {"critic_pairs_agreeing_with_raters", "rater_pairs_agreeing_with_critic"} <= set(critic["summary"])
+    assert Path("models/critic/critic.safetensors").exists() and "held-out" in Path("reports/critic.md").read_text()
+    # The critic rates at scale: annotate from it, as one more rater.
+    preference.annotate_flow(overrides={"annotate.source": "critic", "annotate.out_dir": "data/ratings_critic",
+                                        "annotate.report_path": "reports/annotate_critic.md"})
+    by_critic = pd.read_csv("data/ratings_critic/scores.csv")
+    assert len(by_critic) == 18 and (by_critic["n_raters"] == 1).all()
 
     preference.pairs_flow()
     sets = {name: [json.loads(line) for line in Path(f"data/pairs/{name}.jsonl").read_text().splitlines()]
