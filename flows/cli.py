@@ -42,6 +42,7 @@ STAGES: dict[str, tuple[str, str]] = {
     "phase2": ("flows.train:phase2_flow", "train the skeleton modulation, everything else frozen"),
     "sync-expert": ("flows.experts:sync_expert_flow", "train the SyncNet-architecture sync expert (skipped with official weights)"),
     "dpo": ("flows.alignment:dpo_flow", "Flow-DPO of the phase-2 model on curated pairs (LoRA; reference = adapters off)"),
+    "tlpo": ("flows.alignment:tlpo_flow", "TLPO: a LoRA expert per preference dimension, fused by a (timestep, layer) gate"),
     "evaluate": ("flows.evaluate:evaluate_flow", "every model variant on the same held-out test windows"),
     "register": ("flows.register:register_flow", "register the evaluated model in MLflow; champion if the gates pass"),
 }
