@@ -92,6 +92,12 @@ def test_tlpo_flow_trains_exports_and_animates(tmp_path, monkeypatch, prefect_ap
     assert weights.shape == (len(report["timesteps"]), report["n_layers"] + 1, 3)
     np.testing.assert_allclose(weights.sum(-1), 1.0, atol=1e-5)
     assert Path("reports/figures/tlpo_gate.png").stat().st_size > 0
+    assert np.abs(weights - 1 / 3).max() > 0, "the gate moved off the uniform start"
+    from safetensors.torch import load_file
+
+    experts = load_file("models/tlpo/gated/experts.safetensors")
+    for name in ("lip_sync", "motion", "quality"):  # every expert trained (LoRA B starts at zero)
+        assert any(v.abs().sum() > 0 for k, v in experts.items() if k.startswith(f"{name}/") and "lora_B" in k)
 
     rng = np.random.default_rng(0)
     image = rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)
