@@ -46,6 +46,7 @@ STAGES: dict[str, tuple[str, str]] = {
     "critic": ("flows.critic:critic_flow", "train the Talking-Critic reward model on the ratings; held-out vs baselines"),
     "pairs": ("flows.preference:pairs_flow", "preference pairs (composite and per dimension) from the ratings"),
     "dpo": ("flows.alignment:dpo_flow", "Flow-DPO of the phase-2 model on curated pairs (LoRA; reference = adapters off)"),
+    "tlpo": ("flows.alignment:tlpo_flow", "TLPO: a LoRA expert per preference dimension, fused by a (timestep, layer) gate"),
     "evaluate": ("flows.evaluate:evaluate_flow", "every model variant on the same held-out test windows"),
     "register": ("flows.register:register_flow", "register the evaluated model in MLflow; champion if the gates pass"),
 }

@@ -43,6 +43,7 @@ TRANSFORMER_DIR = "transformer"
 TEXT_DIR = "text_encoder"
 TOKENIZER_DIR = "tokenizer"
 AUDIO_DIR = "audio_encoder"
+TLPO_FILE = "tlpo.json"  # = components.model.tlpo_bundle.TLPO_FILE (not imported: it imports the train package)
 # Where a bundle may sit inside what a path or an MLflow URI points at (pyfunc model dir, run artifact dir).
 BUNDLE_LOCATIONS = (".", "artifacts/bundle", "bundle")
 MLFLOW_SCHEMES = ("models:/", "runs:/", "mlflow-artifacts:/")
@@ -194,10 +195,11 @@ def check_bundle(
 # ---------------------------------------------------------------- save
 
 
-def save_bundle(directory: str | Path, bundle: ModelBundle) -> Path:
+def save_bundle(directory: str | Path, bundle: ModelBundle, extra_files: dict[str, bytes] | None = None) -> Path:
     """Write the bundle atomically: assembled under a temporary name beside `directory`, then renamed in place.
 
     A wav2vec bundle without an audio encoder gets the ingest's (built from meta.audio.wav2vec) and keeps it.
+    `extra_files` (name -> bytes) are written inside the same atomic swap (TLPO's experts and gate).
     """
     directory = Path(directory)
     meta = bundle.meta
@@ -212,6 +214,8 @@ def save_bundle(directory: str | Path, bundle: ModelBundle) -> Path:
             bundle.text_encoder.tokenizer.save_pretrained(tmp / TOKENIZER_DIR)
         if meta.audio.features == "wav2vec":
             bundle.audio_encoder.save_pretrained(tmp / AUDIO_DIR)
+        for name, data in (extra_files or {}).items():
+            (tmp / name).write_bytes(data)
         (tmp / BUNDLE_FILE).write_text(meta.model_dump_json(indent=2) + "\n")  # last: its presence marks a whole bundle
     return directory
 
@@ -312,6 +316,10 @@ def load_bundle(path: str | Path, tracking_uri: str | None = None) -> ModelBundl
     _check_files(directory, meta)
     try:
         model = PortraitModel.from_pretrained(directory)
+        if (directory / TLPO_FILE).is_file():  # experts fused per timestep (components/model/tlpo_bundle.py)
+            from components.model.tlpo_bundle import attach_tlpo
+
+            attach_tlpo(model, directory)
         vae = load_vae(directory / VAE_DIR)
         text_encoder = _load_text_encoder(directory, model.cfg.text)
         audio_encoder = None

@@ -34,7 +34,7 @@ _BLOCK = re.compile(r"(?:^|\.)blocks\.(\d+)\.")
 def timestep_embedding(timestep: torch.Tensor, dim: int) -> torch.Tensor:
     """Sinusoidal embedding [dim] of a scalar timestep (0..1000), as in DiT/Wan."""
     half = dim // 2
-    freqs = torch.exp(-math.log(10_000.0) * torch.arange(half, dtype=torch.float32) / half)
+    freqs = torch.exp(-math.log(10_000.0) * torch.arange(half, dtype=torch.float32, device=timestep.device) / half)
     angles = timestep.float().reshape(()) * freqs
     return torch.cat([torch.cos(angles), torch.sin(angles)])
 
@@ -56,6 +56,7 @@ class TimestepLayerGate(nn.Module):
         nn.init.zeros_(self.out.bias)
 
     def forward(self, timestep: torch.Tensor) -> torch.Tensor:
+        timestep = timestep.to(self.layer.weight.device)  # the gate may sit on another device than the sampler's t
         h = self.time(timestep_embedding(timestep, self.freq_dim))[None] + self.layer.weight
         return torch.softmax(self.out(torch.nn.functional.silu(h)), dim=-1)
 
@@ -100,3 +101,54 @@ def gated(model: nn.Module, weights: torch.Tensor, experts: Sequence[str]) -> It
 def uniform_weights(n_layers: int, experts: Sequence[str]) -> torch.Tensor:
     """The baseline fusion: the plain average of the experts in every layer and at every timestep."""
     return torch.full((n_layers + 1, len(experts)), 1.0 / len(experts))
+
+
+# ----------------------------------------------------------------------------- training
+
+
+def train_only_expert(model: nn.Module, expert: str) -> list[nn.Parameter]:
+    """Expert training: `expert` the only active adapter (the others contribute nothing) and the only trainable
+    weights. Returns its parameters."""
+    for layer in lora_layers(model):
+        layer.set_adapter(expert)
+    marks = (f"lora_A.{expert}.", f"lora_B.{expert}.")
+    params = []
+    for name, parameter in model.named_parameters():
+        parameter.requires_grad_(any(m in name for m in marks))
+        if parameter.requires_grad:
+            params.append(parameter)
+    return params
+
+
+def shared_noise_level(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The batch with every pair at the first pair's noise level (the gate gives one weight per layer and expert)."""
+    return {**batch, "sigma": batch["sigma"][:1].expand_as(batch["sigma"]).clone()}
+
+
+class GatedPolicy(nn.Module):
+    """The gate's training module: frozen experts fused by the gate (policy) vs every adapter off (reference).
+
+    forward(batch) -> (Flow-DPO loss, stats); the gate is a submodule so DDP syncs its gradients."""
+
+    def __init__(self, model: nn.Module, gate: TimestepLayerGate, text_emb: torch.Tensor, beta: float):
+        super().__init__()
+        self.model = model
+        self.gate = gate
+        self.register_buffer("text_emb", text_emb, persistent=False)
+        self.beta = beta
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
+        from components.train.dpo import adapters_disabled, flow_dpo_loss, pair_velocity_errors
+        from components.train.flow_matching import sigma_to_timestep
+
+        sigma = batch["sigma"]
+        if not bool((sigma == sigma[0]).all()):
+            raise ValueError("TLPO gate batches share one noise level (shared_noise_level)")
+        with torch.no_grad(), adapters_disabled(self.model):
+            ref_w, ref_l = pair_velocity_errors(self.model, batch, self.text_emb)
+        for name, parameter in self.model.named_parameters():  # re-enabling the adapters made them trainable
+            if "lora_" in name:
+                parameter.requires_grad_(False)
+        with gated(self.model, self.gate(sigma_to_timestep(sigma[0])), self.gate.experts):
+            policy_w, policy_l = pair_velocity_errors(self.model, batch, self.text_emb)
+        return flow_dpo_loss(policy_w, policy_l, ref_w, ref_l, self.beta)

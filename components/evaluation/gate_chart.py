@@ -1,0 +1,43 @@
+"""TLPO's learned fusion for people: each expert's weight against timestep, one panel per layer (matplotlib, Agg)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # no display; must precede pyplot
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+
+def shown_layers(n_layers: int, at_most: int = 4) -> list[int]:
+    """A few evenly spaced blocks plus the slot of the adapted layers outside the blocks (index n_layers)."""
+    blocks = np.unique(np.linspace(0, n_layers - 1, min(at_most - 1, n_layers)).round().astype(int)).tolist()
+    return [*blocks, n_layers]
+
+
+def write_gate_png(path: str | Path, timesteps: Sequence[float], table: np.ndarray, experts: Sequence[str],
+                   layers: Sequence[int]) -> Path:
+    """table [n_timesteps, n_layers + 1, n_experts] of fusion weights; one panel per layer of `layers`."""
+    path = Path(path)
+    n_layers = table.shape[1] - 1
+    fig, axes = plt.subplots(1, len(layers), figsize=(3.2 * len(layers), 3.0), sharey=True, squeeze=False)
+    for ax, layer in zip(axes[0], layers):
+        for k, expert in enumerate(experts):
+            ax.plot(timesteps, table[:, layer, k], label=expert)
+        ax.axhline(1.0 / len(experts), color="grey", linewidth=0.8, linestyle=":")  # the uniform baseline
+        ax.set_title(f"block {layer}" if layer < n_layers else "outside blocks")
+        ax.set_xlabel("timestep (1000 = noise)")
+        ax.set_xlim(max(timesteps), min(timesteps))  # sampling order: noise on the left
+    axes[0][0].set_ylabel("fusion weight")
+    axes[0][-1].legend(fontsize="small")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}{path.suffix}")
+    fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+    os.replace(tmp, path)
+    return path
