@@ -79,7 +79,7 @@ def _file_digest(path: Path) -> str:
 
 
 TLPO_REPORT = Path("reports/tlpo.json")
-TLPO_FIGURE = Path("reports/figures/tlpo_gate.png")
+TLPO_FIGURE = Path("reports/tlpo_gate.png")  # not under reports/figures: that is an output of evaluate
 GATE_GRID = [float(t) for t in range(0, 1001, 50)]  # timesteps the report tabulates the gate on
 
 

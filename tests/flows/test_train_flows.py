@@ -30,6 +30,7 @@ TINY = {
     "candidates": {"windows": 3, "sampling_steps": 2, "batch_size": 2},
     "critic": {"steps": 2, "batch_size": 4, "checkpoint_every": 2, "log_every": 1},
     "dpo": {"steps": 2, "batch_size": 2, "checkpoint_every": 2, "log_every": 1},
+    "tlpo": {"expert_steps": 2, "steps": 2, "batch_size": 2, "checkpoint_every": 2, "log_every": 1, "lora_rank": 2},
     "evaluation": {"max_windows": 2, "grid_windows": 1},
 }
 REPO_PARAMS = Path(__file__).resolve().parents[2] / "params.yaml"
@@ -83,9 +84,9 @@ def test_training_stages_then_animate(tmp_path, monkeypatch, prefect_api_url):
 
     evaluate_flow()
     metrics = json.loads(Path("reports/metrics.json").read_text())
-    assert {"ground_truth", "vae_reconstruction", "phase1_reshape", "phase1_half", "phase1_downsample", "phase2", "dpo"} <= set(metrics)
+    assert {"ground_truth", "vae_reconstruction", "phase1_reshape", "phase1_half", "phase1_downsample", "phase2", "dpo", "tlpo", "tlpo_uniform"} <= set(metrics)
     assert metrics["ground_truth"]["lip_corr"] > 0.9  # the pixel measure itself reads true frames correctly
-    for name in ("phase1_reshape", "phase2", "dpo"):
+    for name in ("phase1_reshape", "phase2", "dpo", "tlpo"):
         assert {"sync_c", "sync_d", "sync_offset", "lip_corr", "lip_err", "psnr", "ssim", "lip_corr_audio_zeroed",
                 "sync_c_audio_zeroed"} <= set(metrics[name])
         assert all(np.isfinite(v) for v in metrics[name].values())
@@ -93,7 +94,7 @@ def test_training_stages_then_animate(tmp_path, monkeypatch, prefect_api_url):
         assert "fid" not in metrics[name]  # no extractor given: unavailable, never computed with random weights
     report = Path("reports/report.md").read_text()
     noise = json.loads(Path("reports/seed_noise.json").read_text())
-    assert set(noise) == {"phase2", "dpo"} and set(noise["dpo"]["sync_c"]["values"]) == {"0", "1", "2"}
+    assert set(noise) == {"phase2", "dpo", "tlpo"} and set(noise["dpo"]["sync_c"]["values"]) == {"0", "1", "2"}
     assert noise["dpo"]["psnr"]["values"]["0"] == pytest.approx(metrics["dpo"]["psnr"])
     assert "### Seed noise" in report and "| dpo − phase2 |" in report
     assert "not the official SyncNet weights" in report and "| `fid` |" in report and "| `hkc` |" in report
@@ -117,7 +118,7 @@ def test_training_stages_then_animate(tmp_path, monkeypatch, prefect_api_url):
     runs = client.search_runs([client.get_experiment_by_name("talkalign").experiment_id])
     stages = {r.data.tags.get("talkalign.stage") for r in runs}
     assert {"pretrain_vae", "latents", "pretrain_dit", "phase1", "phase2", "sync_expert", "candidates", "annotate",
-            "pairs", "dpo", "evaluate"} <= stages
+            "pairs", "critic", "dpo", "tlpo", "evaluate"} <= stages
     evaluate_run = next(r for r in runs if r.data.tags.get("talkalign.stage") == "evaluate")
     logged = {a.path for a in client.list_artifacts(evaluate_run.info.run_id)}
     assert {"metrics.json", "report.md", "evaluation.json", "figures", "plots", "videos"} <= logged
@@ -173,3 +174,8 @@ def preference_stages_then_dpo() -> None:
     assert summary["n_pairs"] == len(sets["composite"])
     assert Path("models/dpo/bundle.json").exists() and Path("models/dpo/lora.safetensors").exists()
     assert json.loads(Path("models/dpo/bundle.json").read_text())["variant"] == "dpo"
+
+    alignment.tlpo_flow()
+    for fusion in ("gated", "uniform"):
+        assert {"tlpo.json", "experts.safetensors"} <= {p.name for p in Path("models/tlpo", fusion).iterdir()}
+    assert Path("reports/tlpo.json").exists() and Path("reports/tlpo_gate.png").exists()

@@ -42,11 +42,17 @@ def inputs(bundle: ModelBundle, seed: int = 0) -> dict:
 
 
 def assert_same_outputs(a: ModelBundle, b: ModelBundle) -> None:
+    # The weights come back bit for bit; outputs agree to float rounding (a loaded tensor's memory layout can
+    # make the CPU backend pick another kernel: with one thread, outputs differed in the last bit).
+    for part in ("model", "vae"):
+        sa, sb = getattr(a, part).state_dict(), getattr(b, part).state_dict()
+        assert sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa), part
     x = inputs(a)
+    close = lambda p, q: torch.testing.assert_close(p, q, rtol=0, atol=1e-5)  # noqa: E731
     with torch.no_grad():
-        assert torch.equal(a.model(**x), b.model(**{**x, "text_emb": b.text_encoder(["a person talking"])}))
+        close(a.model(**x), b.model(**{**x, "text_emb": b.text_encoder(["a person talking"])}))
         lat = torch.randn(1, Z, 2, HW, HW, generator=torch.Generator().manual_seed(3))
-        assert torch.equal(decode_latents(a.vae, lat), decode_latents(b.vae, lat))
+        close(decode_latents(a.vae, lat), decode_latents(b.vae, lat))
     assert torch.equal(a.text_encoder(["héllo"]), b.text_encoder(["héllo"]))
 
 
