@@ -54,6 +54,7 @@ def test_register_flow(tmp_path, monkeypatch, prefect_api_url, capsys):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     params = yaml.safe_load(REPO_PARAMS.read_text())  # the repository's registry section and gates
     params["evaluation"]["models"] = {"phase2": "models/phase2"}
+    params["registry"]["variant"] = "phase2"
     Path("params.yaml").write_text(yaml.safe_dump(params))
     Path("dvc.lock").write_text(
         "schema: '2.0'\nstages:\n  shard:\n    outs:\n    - path: data/shards\n      md5: shards123.dir\n"
