@@ -418,6 +418,7 @@ class TlpoConfig(FlowTrainConfig):
     lora_alpha: float = Field(8.0, gt=0)
     lora_targets: list[Literal["attention", "mlp", "modulation"]] = ["attention", "mlp", "modulation"]
     expert_steps: int = Field(200, ge=1)  # per expert; `steps` is the gate's budget
+    gate_lr: float = Field(3e-3, gt=0)  # the gate is a small MLP starting at uniform: it needs a larger lr than LoRA
     output: str = "models/tlpo"
 
 

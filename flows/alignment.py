@@ -141,7 +141,7 @@ def tlpo_flow(params_path: str = "params.yaml", overrides: dict | None = None) -
             trainable=list(gate.parameters()),
             batch_fn=sliced(lambda step, micro, rows, g: shared_noise_level(global_pair_batch(data, cfg, rows, g))),
             loss_fn=lambda m, batch: m(batch),
-            cfg=cfg,
+            cfg=cfg.model_copy(update={"optim": cfg.optim.model_copy(update={"lr": cfg.gate_lr})}),
             ckpt_dir=checkpoint_dir("tlpo", "gate", cfg.model_dump(exclude={"output"}), bundle.meta.model_dump(),
                                     expert_ckpts, _file_digest(pairs_files["composite"])),
             log_fn=mlflow_logger(),
