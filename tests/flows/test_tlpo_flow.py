@@ -91,7 +91,7 @@ def test_tlpo_flow_trains_exports_and_animates(tmp_path, monkeypatch, prefect_ap
     weights = np.array(report["weights"])
     assert weights.shape == (len(report["timesteps"]), report["n_layers"] + 1, 3)
     np.testing.assert_allclose(weights.sum(-1), 1.0, atol=1e-5)
-    assert Path("reports/figures/tlpo_gate.png").stat().st_size > 0
+    assert Path("reports/tlpo_gate.png").stat().st_size > 0
     assert np.abs(weights - 1 / 3).max() > 0, "the gate moved off the uniform start"
     from safetensors.torch import load_file
 
