@@ -13,7 +13,7 @@ import matplotlib
 matplotlib.use("Agg")  # no display; must precede pyplot
 import matplotlib.pyplot as plt  # noqa: E402
 
-__all__ = ["save_histograms", "write_overview_png", "write_plot_data"]
+__all__ = ["save_figure", "save_histograms", "write_overview_png", "write_plot_data"]
 
 Results = dict[str, dict[str, float]]
 
@@ -32,6 +32,18 @@ def _write_text(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     tmp.write_text(text)
     os.replace(tmp, path)
+
+
+def save_figure(fig, path: str | Path, dpi: int = 100) -> Path:
+    """Lay out, write atomically (temp file + rename: readers never see half a PNG) and close a figure."""
+    path = Path(path)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}{path.suffix}")
+    fig.savefig(tmp, dpi=dpi)
+    plt.close(fig)
+    os.replace(tmp, path)
+    return path
 
 
 def write_plot_data(directory: str | Path, results: Results, order: list[str]) -> list[Path]:
@@ -78,13 +90,7 @@ def write_overview_png(path: str | Path, results: Results, order: list[str], lab
         ax.axvline(0, color="black", linewidth=0.5)
     for ax in list(axes.flat)[len(metrics):]:
         ax.axis("off")
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}{path.suffix}")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    os.replace(tmp, path)
-    return path
+    return save_figure(fig, path, dpi=110)
 
 
 def save_histograms(path: str | Path, values: dict[str, list[float]], title: str, bins: int = 12) -> Path:
@@ -97,10 +103,4 @@ def save_histograms(path: str | Path, values: dict[str, list[float]], title: str
         ax.set_title(f"{name} ({len(data)})", fontsize=9)
         ax.tick_params(labelsize=8)
     fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}{path.suffix}")
-    fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    os.replace(tmp, path)
-    return path
+    return save_figure(fig, path, dpi=100)

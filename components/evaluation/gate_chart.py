@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from pathlib import Path
 
-import matplotlib
+import numpy as np
 
-matplotlib.use("Agg")  # no display; must precede pyplot
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+from components.evaluation.charts import plt, save_figure  # charts selects the Agg backend before pyplot
 
 
 def shown_layers(n_layers: int, at_most: int = 4) -> list[int]:
@@ -34,10 +31,4 @@ def write_gate_png(path: str | Path, timesteps: Sequence[float], table: np.ndarr
         ax.set_xlim(max(timesteps), min(timesteps))  # sampling order: noise on the left
     axes[0][0].set_ylabel("fusion weight")
     axes[0][-1].legend(fontsize="small")
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}{path.suffix}")
-    fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    os.replace(tmp, path)
-    return path
+    return save_figure(fig, path, dpi=100)
