@@ -35,8 +35,9 @@ system-deps:
 		|| echo "warning: could not install espeak-ng/ffmpeg; the synthetic world will use its syllable synthesiser"; \
 	else echo "note: espeak-ng/ffmpeg missing and no root; the synthetic world will use its syllable synthesiser"; fi
 
+# `dvc repro` with one local Prefect server for the run: its UI shows the stages live (flows/local_server.py).
 run: setup
-	$(BIN)/dvc repro
+	$(BIN)/talkalign repro
 
 test: setup
 	$(BIN)/pytest

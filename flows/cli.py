@@ -1,6 +1,6 @@
 """The `talkalign` command: one sub-command per pipeline stage (each runs that stage's Prefect flow).
 
-    talkalign pipeline [STAGE ...] [--set key=value ...]  |  talkalign serve   (flows/deployments.py)
+    talkalign pipeline [STAGE ...] [--set key=value ...]  |  talkalign serve  |  talkalign repro   (flows/deployments.py)
     talkalign synthesize [--params params.yaml] [--set world.n_identities=4 ...]
     talkalign animate --image ref.png --audio speech.wav --model models:/talkalign@champion -o out.mp4
     talkalign promote VERSION --reason TEXT  |  talkalign rollback [--reason TEXT]
@@ -75,7 +75,7 @@ def parse_overrides(pairs: list[str]) -> dict[str, Any]:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="talkalign", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    importlib.import_module("flows.deployments").add_parsers(sub)  # pipeline, serve
+    importlib.import_module("flows.deployments").add_parsers(sub)  # pipeline, serve, repro
     for name, (_, help_text) in STAGES.items():
         stage = sub.add_parser(name, help=help_text)
         stage.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
@@ -159,9 +159,14 @@ def run_animate(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["repro"] and not {"-h", "--help"} & set(argv[1:2]):
+        # everything after `repro` belongs to `dvc repro` (argparse would claim its options, e.g. -s)
+        return importlib.import_module("flows.deployments").repro_command(argv[1:])
     args = build_parser().parse_args(argv)
-    if args.command in ("pipeline", "serve"):
-        return importlib.import_module("flows.deployments").run_command(args)
+    deployments = importlib.import_module("flows.deployments")
+    if args.command in deployments.COMMANDS:
+        return deployments.run_command(args)
     if args.command == "animate":
         return run_animate(args)
     if args.command in ("promote", "rollback"):

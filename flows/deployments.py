@@ -1,6 +1,7 @@
-"""`talkalign serve` and `talkalign pipeline`: the orchestration sub-commands of the CLI.
+"""`talkalign serve`, `talkalign pipeline` and `talkalign repro`: the orchestration sub-commands of the CLI.
 
     talkalign serve                 # from the repository root: every flow as a deployment of this process
+    talkalign repro [DVC ARGS ...]  # `dvc repro` with a local Prefect server and UI for the run (`make run`)
     talkalign pipeline [STAGE ...] [--profile params.yaml] [--set key=value ...] [--force] [--pull] [--push]
 
 `serve` registers the `pipeline` flow and every stage flow of `flows.cli.STAGES` as deployments named
@@ -16,7 +17,7 @@ import os
 import sys
 from typing import Any
 
-COMMANDS = ("serve", "pipeline")
+COMMANDS = ("serve", "pipeline", "repro")
 DEPLOYMENT_NAME = "talkalign"
 
 
@@ -30,6 +31,10 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--pull", action="store_true", help="dvc pull --allow-missing before running")
     p.add_argument("--push", action="store_true", help="dvc push the outputs afterwards")
     p.add_argument("--name", dest="experiment_name", help="DVC experiment name (with --set or --profile)")
+
+    r = sub.add_parser("repro", help="dvc repro with a local Prefect server (UI) for the run; what `make run` runs",
+                       description="Arguments after `repro` go to `dvc repro` unchanged (e.g. `talkalign repro -s evaluate`).")
+    r.add_argument("dvc_args", nargs=argparse.REMAINDER, metavar="DVC_ARGS", help="passed to dvc repro")
 
     s = sub.add_parser("serve", help="serve the pipeline and every stage flow as Prefect deployments (run from the repo root)")
     s.add_argument("--name", default=DEPLOYMENT_NAME, help=f"deployment name (default: {DEPLOYMENT_NAME})")
@@ -57,8 +62,19 @@ def build_deployments(name: str = DEPLOYMENT_NAME, only: list[str] | None = None
     return deployments
 
 
+def repro_command(dvc_args: list[str]) -> int:
+    from pathlib import Path
+
+    from flows.local_server import repro
+
+    return repro(dvc_args, Path(os.environ.get("PREFECT_HOME", "~/.prefect")).expanduser())
+
+
 def run_command(args: argparse.Namespace) -> int:
     from flows.cli import parse_overrides
+
+    if args.command == "repro":
+        return repro_command(args.dvc_args)
 
     if args.command == "serve":
         from prefect import serve

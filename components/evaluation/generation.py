@@ -36,6 +36,12 @@ def decode_to_frames(bundle: ModelBundle, latents: torch.Tensor, batch_size: int
         return np.concatenate([_to_uint8(decode_latents(bundle.vae, latents[i : i + batch_size])) for i in range(0, len(latents), batch_size)])
 
 
+def window_noise(shape: tuple[int, ...], seed: int, rows: range) -> torch.Tensor:
+    """Initial noise [len(rows), *shape] of the given windows: window i's from a generator seeded by (seed, i), so
+    every variant and baseline starts window i from the same noise, whatever the batch it is sampled in."""
+    return torch.cat([torch.randn((1, *shape), generator=torch.Generator().manual_seed(seed * 100_003 + row)) for row in rows])
+
+
 @torch.no_grad()
 def generate_test_windows(
     bundle: ModelBundle,
@@ -44,6 +50,7 @@ def generate_test_windows(
     audio: Literal["real", "zeroed"] = "real",
     max_windows: int | None = None,
     batch_size: int = 4,
+    sample_batch_size: int = 8,
 ) -> GeneratedSet:
     model = bundle.model.eval()
     bundle.vae.eval()
@@ -54,19 +61,18 @@ def generate_test_windows(
     text_emb = bundle.text_encoder([bundle.meta.default_prompt])  # what the model was trained with
     guidance = sampling.audio_guidance if has_audio and audio == "real" else 1.0
     latents = []
-    for row in range(n):
-        ref = cache.latents[row : row + 1, :, :1]
-        feats = features[row : row + 1] if has_audio else None
-        pose = cache.pose[row : row + 1] if has_pose else None
+    for start in range(0, n, sample_batch_size):
+        rows = range(start, min(n, start + sample_batch_size))  # windows sampled together: one model call per step
+        ref = cache.latents[rows.start : rows.stop, :, :1]
+        feats = features[rows.start : rows.stop] if has_audio else None
+        pose = cache.pose[rows.start : rows.stop] if has_pose else None
+        text = text_emb.expand(len(rows), *text_emb.shape[1:])
 
         def velocity(x: torch.Tensor, t: torch.Tensor, audio_dropped: bool) -> torch.Tensor:
-            drop = torch.tensor([audio_dropped or audio == "zeroed"]) if has_audio else None
-            return model(x, t, ref, feats, pose, text_emb, drop_audio=drop)
+            drop = torch.full((len(rows),), audio_dropped or audio == "zeroed") if has_audio else None
+            return model(x, t, ref, feats, pose, text, drop_audio=drop)
 
-        # One generator per window, seeded by (sampling seed, window index): every variant and baseline
-        # starts window i from the same noise.
-        generator = torch.Generator().manual_seed(sampling.seed * 100_003 + row)
-        shape = (1, *cache.latents.shape[1:])
-        latents.append(sample(velocity, shape, sampling.steps, sampling.shift, guidance, generator))
+        noise = window_noise(tuple(cache.latents.shape[1:]), sampling.seed, rows)
+        latents.append(sample(velocity, tuple(noise.shape), sampling.steps, sampling.shift, guidance, noise=noise))
     frames = decode_to_frames(bundle, torch.cat(latents), batch_size)
     return GeneratedSet(frames=frames, window_index=np.arange(n))

@@ -70,17 +70,20 @@ def sample(
     generator: torch.Generator | None = None,
     device: torch.device | str = "cpu",
     dtype: torch.dtype = torch.float32,
+    noise: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Integrate the flow from noise (sigma = 1) to data with diffusers' Euler scheduler.
 
     guidance != 1 applies classifier-free guidance on audio: v = v_uncond + g * (v_cond - v_uncond).
-    The result depends only on the generator's seed.
+    The result depends only on the generator's seed, or on `noise` (the initial latents) when given.
     """
     if steps < 1:
         raise ValueError(f"steps must be >= 1, got {steps}")
     scheduler = FlowMatchEulerDiscreteScheduler(num_train_timesteps=NUM_TRAIN_TIMESTEPS, shift=shift)
     scheduler.set_timesteps(steps, device=device)
-    latents = torch.randn(shape, generator=generator, device=device, dtype=dtype)
+    if noise is not None and tuple(noise.shape) != tuple(shape):
+        raise ValueError(f"noise has shape {tuple(noise.shape)}, expected {tuple(shape)}")
+    latents = torch.randn(shape, generator=generator, device=device, dtype=dtype) if noise is None else noise.to(device, dtype)
     for t in scheduler.timesteps:
         timestep = t.expand(shape[0]).to(dtype)
         velocity = model_fn(latents, timestep, False)

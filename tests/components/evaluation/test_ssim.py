@@ -47,3 +47,15 @@ def test_window_ssim_leaves_out_the_reference_frame():
     assert ssim(generated, truth) < 0.8
     with pytest.raises(ValueError, match="H, W >= 11"):
         ssim_frames(np.zeros((1, 8, 8, 3)), np.zeros((1, 8, 8, 3)))
+
+
+def test_separable_window_equals_the_full_11x11_gaussian():
+    import torch
+    import torch.nn.functional as F
+
+    from components.evaluation.ssim import _gaussian_1d, _gaussian_filter
+
+    g = _gaussian_1d()
+    full = (g[:, None] * g[None, :])[None, None]
+    stack = torch.from_numpy(_texture(n=3).astype(np.float64)).permute(0, 3, 1, 2).reshape(9, 1, 32, 32)
+    torch.testing.assert_close(_gaussian_filter(stack), F.conv2d(stack, full), rtol=1e-12, atol=1e-9)
