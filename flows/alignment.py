@@ -22,7 +22,7 @@ from safetensors.torch import save_file
 from components.config import load_params
 from components.tracking import is_main_process, stage_run
 from flows.logging import log_summary
-from flows.train import LossModule, _training_summary, checkpoint_dir, mlflow_logger
+from flows.train import LossModule, _training_summary, checkpoint_dir, files_digest, mlflow_logger
 
 
 @flow(name="dpo", log_prints=True)
@@ -52,7 +52,7 @@ def dpo_flow(params_path: str = "params.yaml", overrides: dict | None = None) ->
             loss_fn=lambda m, batch: m(batch),
             cfg=cfg,
             ckpt_dir=checkpoint_dir("dpo", cfg.model_dump(), bundle.meta.model_dump(), str(pairs_file.resolve()),
-                                    _file_digest(pairs_file)),
+                                    files_digest(pairs_file)),
             log_fn=mlflow_logger(),
         )
         if not is_main_process():
@@ -70,12 +70,6 @@ def dpo_flow(params_path: str = "params.yaml", overrides: dict | None = None) ->
         save_file(adapters, str(staged))
         staged.replace(Path(cfg.output) / "lora.safetensors")
         return log_summary({**_training_summary(result), "n_pairs": len(data["winner"])})
-
-
-def _file_digest(path: Path) -> str:
-    import hashlib
-
-    return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
 
 
 TLPO_REPORT = Path("reports/tlpo.json")
@@ -115,7 +109,7 @@ def tlpo_flow(params_path: str = "params.yaml", overrides: dict | None = None) -
             data = load_pair_tensors(cfg.candidates, pairs_files[expert], features)
             print(f"tlpo: expert {expert} on {len(data['winner'])} pairs, LoRA rank {cfg.lora_rank} on {len(targets)} layers")
             ckpt = checkpoint_dir("tlpo", "expert", expert, shared, bundle.meta.model_dump(),
-                                  str(pairs_files[expert].resolve()), _file_digest(pairs_files[expert]))
+                                  str(pairs_files[expert].resolve()), files_digest(pairs_files[expert]))
             expert_ckpts.append(ckpt.name)
             result = run_training(
                 name=f"tlpo_{expert}",
@@ -143,7 +137,7 @@ def tlpo_flow(params_path: str = "params.yaml", overrides: dict | None = None) -
             loss_fn=lambda m, batch: m(batch),
             cfg=cfg.model_copy(update={"optim": cfg.optim.model_copy(update={"lr": cfg.gate_lr})}),
             ckpt_dir=checkpoint_dir("tlpo", "gate", cfg.model_dump(exclude={"output"}), bundle.meta.model_dump(),
-                                    expert_ckpts, _file_digest(pairs_files["composite"])),
+                                    expert_ckpts, files_digest(pairs_files["composite"])),
             log_fn=mlflow_logger(),
         )
         summary = {**_training_summary(result), "n_pairs": len(data["winner"]), "experts": summary}

@@ -9,7 +9,6 @@ rows; the per-rater split needs them, scores.csv has the raters mixed). Writes p
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -19,16 +18,9 @@ from prefect import flow
 from components.config import DIMENSIONS, load_params
 from components.tracking import stage_run
 from flows.logging import log_summary
-from flows.train import checkpoint_dir, mlflow_logger, write_json
+from flows.train import checkpoint_dir, files_digest, mlflow_logger, write_json
 
 RATINGS_FILE = "ratings.jsonl"
-
-
-def _digest(*paths: Path) -> str:
-    h = hashlib.sha256()
-    for path in paths:
-        h.update(path.read_bytes())
-    return h.hexdigest()[:12]
 
 
 def _window_timing(candidates_dir: str) -> tuple[int, float]:
@@ -141,7 +133,7 @@ def critic_flow(params_path: str = "params.yaml", overrides: dict | None = None)
         index = np.stack([pairs["winner"].map(row), pairs["loser"].map(row), pairs["dimension"].map(DIMENSIONS.index)], 1)
 
         inputs = critic_inputs(candidates, windows)
-        digest = _digest(Path(cand_dir) / INDEX_FILE, ratings_path)
+        digest = files_digest(Path(cand_dir) / INDEX_FILE, ratings_path)
         critic, result = train_critic(inputs, index, cfg, checkpoint_dir("critic", cfg.model_dump(), digest),
                                       log_fn=mlflow_logger("train/"), progress=True)
         scores = pd.DataFrame(score_inputs(critic, inputs), index=pd.Index(list(row), name="candidate_id"),

@@ -82,20 +82,15 @@ def summarise_seeds(runs: list[dict[str, float]], seeds: list[int]) -> dict[str,
 def critic_scorer(params: Params, mouth_box: np.ndarray, mel: np.ndarray):
     """video uint8 [N,T,H,W,3] -> mean critic score per dimension over the windows, or None without a critic.
     The critic (critic stage) was trained on candidates of the training split: the test windows are new to it."""
-    from types import SimpleNamespace
-
-    from components.preference.critic import critic_scores, load_critic
+    from components.preference.critic import load_critic, score_videos
 
     if not (Path(params.critic.out_dir) / "critic.safetensors").exists():
         print(f"no critic at {params.critic.out_dir}: critic scores left out")
         return None
     critic = load_critic(params.critic.out_dir)
-    windows = {str(i): SimpleNamespace(mouth_box=mouth_box[i], mel=mel[i]) for i in range(len(mouth_box))}
 
     def score(video: np.ndarray) -> dict[str, float]:
-        candidates = [SimpleNamespace(candidate_id=str(i), window_id=str(i), frames=video[i]) for i in range(len(video))]
-        table = critic_scores(critic, candidates, windows)
-        return {f"critic_{d}": float(table[d].mean()) for d in table.columns}
+        return {f"critic_{d}": float(v.mean()) for d, v in score_videos(critic, video, mouth_box, mel).items()}
 
     return score
 

@@ -103,4 +103,10 @@ def repro(dvc_args: list[str], prefect_home: Path) -> int:
             ui = api_url.removesuffix("/api")
             print(f"Prefect UI for this run: {ui} (flow runs stay in {prefect_home}; `prefect server start` shows them later)",
                   flush=True)
-        return subprocess.call(cmd, env=env)
+        code = subprocess.call(cmd, env=env)
+    if code == 0 and Path("reports/report.md").is_file():
+        uri = os.environ.get("MLFLOW_TRACKING_URI")
+        mlflow_ui = uri or ".venv/bin/mlflow ui --backend-store-uri sqlite:///mlflow.db"  # params' tracking.uri
+        print("\nWhere to look: reports/report.md (the evaluation), reports/promotion.md (the registry's decision); "
+              f"MLflow: {mlflow_ui}; the Prefect runs: PREFECT_HOME={prefect_home} .venv/bin/prefect server start")
+    return code

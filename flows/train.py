@@ -37,6 +37,14 @@ def checkpoint_dir(stage: str, *parts: Any) -> Path:
     return CHECKPOINTS / stage / digest
 
 
+def files_digest(*paths: Path) -> str:
+    """sha256 of the files' bytes, in order (16 hex digits): a checkpoint key that changes with its input files."""
+    h = hashlib.sha256()
+    for path in paths:
+        h.update(Path(path).read_bytes())
+    return h.hexdigest()[:16]
+
+
 def shards_digest(params: Params) -> str:
     index = Path(params.data.shards) / "index.json"
     return json.loads(index.read_text())["digest"] if index.exists() else "unknown"

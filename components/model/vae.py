@@ -11,10 +11,13 @@ T' = k + 1 latent frames; space is compressed 8x.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
 from diffusers import AutoencoderKLWan
+
 from components.config import VaeConfig
 
 
@@ -136,6 +139,25 @@ def _stats(vae: AutoencoderKLWan, like: torch.Tensor) -> tuple[torch.Tensor, tor
     return mean, std
 
 
+@contextmanager
+def channels_last_on_cpu(vae: AutoencoderKLWan) -> Iterator[None]:
+    """Inference with the 3D convolutions' weights in channels-last layout on CPU: oneDNN then convolves without
+    layout conversions and the Wan blocks' channel-wise RMS norms read contiguous memory, so decoding runs ~2x
+    faster here (same values to float rounding). The weights go back to the default layout afterwards, because
+    safetensors saves only contiguous tensors."""
+    convs = [m for m in vae.modules() if isinstance(m, torch.nn.Conv3d)]
+    if not convs or convs[0].weight.device.type != "cpu":
+        yield
+        return
+    for conv in convs:
+        conv.weight.data = conv.weight.data.contiguous(memory_format=torch.channels_last_3d)
+    try:
+        yield
+    finally:
+        for conv in convs:
+            conv.weight.data = conv.weight.data.contiguous()
+
+
 def encode_video(
     vae: AutoencoderKLWan,
     frames: torch.Tensor,
@@ -152,7 +174,8 @@ def encode_video(
     s = spatial_ratio(vae)
     if height % s or width % s:
         raise ValueError(f"frame size {height}x{width} is not a multiple of the VAE's {s}x compression")
-    dist = vae.encode(x.to(vae.dtype)).latent_dist
+    with channels_last_on_cpu(vae):
+        dist = vae.encode(x.to(vae.dtype)).latent_dist
     z = dist.sample(generator) if sample else dist.mode()
     mean, std = _stats(vae, z)
     return (z - mean) / std
@@ -163,7 +186,8 @@ def decode_latents(vae: AutoencoderKLWan, latents: torch.Tensor) -> torch.Tensor
     if latents.ndim != 5 or latents.shape[1] != vae.config.z_dim:
         raise ValueError(f"latents must be [B,{vae.config.z_dim},T',h,w], got shape {tuple(latents.shape)}")
     mean, std = _stats(vae, latents)
-    return vae.decode((latents * std + mean).to(vae.dtype)).sample
+    with channels_last_on_cpu(vae):
+        return vae.decode((latents * std + mean).to(vae.dtype)).sample
 
 
 def latent_stats(raw_latents: torch.Tensor) -> tuple[list[float], list[float]]:

@@ -28,6 +28,7 @@ Storage: `critic.safetensors` (weights) + `critic.json` (format, architecture, m
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -88,26 +89,33 @@ def _pool(frames: np.ndarray) -> np.ndarray:
     return F.avg_pool2d(x, POOL).round().clamp(0, 255).to(torch.uint8).numpy()
 
 
-def critic_inputs(candidates, windows: dict) -> dict[str, torch.Tensor]:
-    """Every candidate (list of Candidate with frames) preprocessed once, rows in the candidates' order:
+def video_inputs(videos: Sequence[np.ndarray], mouth_boxes: Sequence[np.ndarray], mels: Sequence[np.ndarray]) -> dict[str, torch.Tensor]:
+    """The critic's inputs of videos, each preprocessed once: frames uint8 [T,H,W,3], the mouth box per frame
+    [T,4] and the window's log-mel [T,4,n_mels] ->
 
     mouth [N,T,2*768] (crops and their change from frame 0), mel [N,T,4*n_mels], frames uint8 [N,T,3,h,w]
     (pooled), signals [N,T,len(SIGNALS)].
     """
     mouth, mel, small, signals = [], [], [], []
-    for c in candidates:
-        if c.frames is None:
-            raise ValueError(f"{c.candidate_id}: the critic needs decoded frames (load_candidates(decode=True))")
-        w = windows[c.window_id]
-        crops = mouth_crops(c.frames, w.mouth_box)
+    for frames, box, window_mel in zip(videos, mouth_boxes, mels, strict=True):
+        crops = mouth_crops(frames, box)
         mouth.append(np.concatenate([crops, crops - crops[:1]], axis=1))
-        mel.append(np.asarray(w.mel, np.float32).reshape(len(w.mel), -1))
-        small.append(_pool(c.frames))
-        signals.append(frame_signals(c.frames, crops))
+        mel.append(np.asarray(window_mel, np.float32).reshape(len(window_mel), -1))
+        small.append(_pool(frames))
+        signals.append(frame_signals(frames, crops))
     return {
         "mouth": torch.from_numpy(np.stack(mouth)), "mel": torch.from_numpy(np.stack(mel)),
         "frames": torch.from_numpy(np.stack(small)), "signals": torch.from_numpy(np.stack(signals)),
     }
+
+
+def critic_inputs(candidates, windows: dict) -> dict[str, torch.Tensor]:
+    """`video_inputs` of candidates (list of Candidate with frames), rows in the candidates' order."""
+    for c in candidates:
+        if c.frames is None:
+            raise ValueError(f"{c.candidate_id}: the critic needs decoded frames (load_candidates(decode=True))")
+    chosen = [windows[c.window_id] for c in candidates]
+    return video_inputs([c.frames for c in candidates], [w.mouth_box for w in chosen], [w.mel for w in chosen])
 
 
 # ----------------------------------------------------------------------------- model
@@ -250,6 +258,13 @@ def critic_scores(critic: TalkingCritic, candidates, windows: dict) -> pd.DataFr
     scores = score_inputs(critic, critic_inputs(candidates, windows))
     return pd.DataFrame(scores, index=pd.Index([c.candidate_id for c in candidates], name="candidate_id"),
                         columns=list(DIMENSIONS))
+
+
+def score_videos(critic: TalkingCritic, videos: np.ndarray, mouth_boxes: np.ndarray, mels: np.ndarray) -> dict[str, np.ndarray]:
+    """Scores of videos that are not candidates (e.g. evaluate's generations): uint8 [N,T,H,W,3], mouth boxes
+    [N,T,4], log-mel [N,T,4,n_mels] -> a score array [N] per dimension (higher = better)."""
+    scores = score_inputs(critic, video_inputs(list(videos), list(mouth_boxes), list(mels)))
+    return {dimension: scores[:, i] for i, dimension in enumerate(DIMENSIONS)}
 
 
 def save_critic(directory: str | Path, critic: TalkingCritic, meta: dict[str, Any]) -> None:

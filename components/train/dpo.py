@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 import re
+import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
@@ -96,7 +97,10 @@ def add_lora(model: nn.Module, rank: int, alpha: float, groups: Sequence[str], a
     if not targets:
         raise ValueError(f"no module of {type(model).__name__} matches the LoRA targets {list(groups)}")
     config = LoraConfig(r=rank, lora_alpha=alpha, target_modules=regex, lora_dropout=0.0, init_lora_weights=True)
-    inject_adapter_in_model(config, model, adapter_name=adapter_name)
+    with warnings.catch_warnings():
+        # TLPO puts one adapter per expert on the same layers on purpose; peft warns at every adapter after the first
+        warnings.filterwarnings("ignore", message="Already found a `peft_config` attribute")
+        inject_adapter_in_model(config, model, adapter_name=adapter_name)
     for name, parameter in model.named_parameters():
         parameter.requires_grad_(f"lora_A.{adapter_name}." in name or f"lora_B.{adapter_name}." in name)
     return targets

@@ -4,6 +4,7 @@ import torch
 from components.model.vae import (
     VaeConfig,
     build_vae,
+    channels_last_on_cpu,
     decode_latents,
     encode_video,
     latent_frames,
@@ -94,3 +95,17 @@ def test_per_frame_init_starts_as_an_image_autoencoder():
         alone = encode_video(vae, video[:, :1])
     torch.testing.assert_close(a[:, :, :1], alone[:, :, :1])
     torch.testing.assert_close(a[:, :, 1], b[:, :, 1])  # frames 1-3 changed, frame 4 kept: same latent
+
+
+def test_channels_last_inference_gives_the_same_video_and_restores_the_weights(vae):
+    latents = torch.randn(2, 16, 5, 4, 4, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        fast = decode_latents(vae, latents)  # channels-last inside
+        convs = [m for m in vae.modules() if isinstance(m, torch.nn.Conv3d)]
+        assert convs and all(m.weight.is_contiguous() for m in convs)  # safetensors can save them again
+        plain = vae.decode(latents * 1.0).sample  # default layout, no normalisation: compare the raw decoder
+        with channels_last_on_cpu(vae):
+            assert all(m.weight.is_contiguous(memory_format=torch.channels_last_3d) for m in convs)
+            raw = vae.decode(latents * 1.0).sample
+    torch.testing.assert_close(raw, plain, rtol=1e-4, atol=1e-5)
+    assert fast.shape == plain.shape

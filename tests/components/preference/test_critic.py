@@ -22,6 +22,7 @@ from components.preference.critic import (
     rating_pairs,
     save_critic,
     score_inputs,
+    score_videos,
     train_critic,
 )
 from components.preference.critic_eval import baseline_scores, evaluate_scores, rater_means, split_raters, split_windows
@@ -129,6 +130,12 @@ def test_critic_learns_each_dimension_on_held_out_windows_and_raters(pool, tmp_p
     some = candidates[:10]
     pd.testing.assert_frame_equal(critic_scores(loaded, some, windows), critic_scores(critic, some, windows),
                                   check_exact=True)
+    # Videos given as arrays (evaluate's generations) score as the same videos given as candidates.
+    chosen = [windows[c.window_id] for c in some]
+    as_arrays = score_videos(loaded, np.stack([c.frames for c in some]), np.stack([w.mouth_box for w in chosen]),
+                             np.stack([w.mel for w in chosen]))
+    for dim in DIMENSIONS:
+        np.testing.assert_array_equal(as_arrays[dim], critic_scores(loaded, some, windows)[dim].to_numpy())
 
 
 def test_sync_baseline_runs_on_window_audio(pool):
