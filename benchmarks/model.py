@@ -98,5 +98,35 @@ def bench_model(params_path: str = "params.yaml") -> list[tuple[str, float, str]
     seconds = time.perf_counter() - start
     video_s = (frames - 1) / params.ingest.fps  # each window adds frames-1 new frames (one overlaps the previous)
     rows.append(("sampling s per generated s", seconds / video_s, f"{sampling.steps} steps, guidance {sampling.audio_guidance}, incl. VAE decode"))
+    rows.extend(_decode_and_batching(vae, model, latents, audio, text, sampling))
     rows.append(("peak RSS MB", _peak_rss_mb(), "whole benchmark process"))
+    return rows
+
+
+def _decode_and_batching(vae, model, latents, audio, text, sampling) -> list[tuple[str, float, str]]:
+    """What evaluate and candidates gain from channels-last VAE weights and from sampling windows together."""
+    vae.eval()
+    z = latents.detach()
+    with torch.no_grad():
+        fast = 1 / _steps_per_s(lambda: decode_latents(vae, z), 1, 3)  # channels-last inside (components/model/vae.py)
+        plain = 1 / _steps_per_s(lambda: vae.decode(z).sample, 1, 3)  # the same decoder, default layout
+    rows = [("VAE decode s per window", fast / len(z), f"default layout / channels-last = {plain / fast:.2f}x")]
+
+    n = len(latents)
+
+    def sample_windows(batch: int) -> None:
+        for start in range(0, n, batch):
+            rows_ = slice(start, start + batch)
+            k = len(latents[rows_])
+
+            def velocity(x: torch.Tensor, t: torch.Tensor, dropped: bool) -> torch.Tensor:
+                return model(x, t, latents[rows_, :, :1], audio[rows_], None, text[rows_], drop_audio=torch.full((k,), dropped))
+
+            sample(velocity, (k, *latents.shape[1:]), sampling.steps, sampling.shift, sampling.audio_guidance,
+                   torch.Generator().manual_seed(0))
+
+    with torch.no_grad():
+        one_by_one = 1 / _steps_per_s(lambda: sample_windows(1), 0, 1)
+        together = 1 / _steps_per_s(lambda: sample_windows(n), 0, 1)
+    rows.append((f"sampling s per window, {n} at once", together / n, f"one at a time / {n} at once = {one_by_one / together:.2f}x"))
     return rows
