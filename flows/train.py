@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +19,7 @@ import torch.nn as nn
 from prefect import flow
 
 from components.config import Params, PortraitModelConfig, load_params
-from components.io.atomic import atomic_directory
+from components.io.atomic import atomic_directory, atomic_file
 from components.tracking import is_main_process, stage_run
 from flows.logging import log_summary
 
@@ -58,11 +57,9 @@ def mlflow_logger(prefix: str = ""):
 
 
 def write_json(path: str | Path, data: dict) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=float))
-    tmp.replace(path)
+    text = json.dumps(data, indent=2, default=float)
+    with atomic_file(path) as tmp:
+        tmp.write_text(text)
 
 
 def load_vae_for(params: Params):

@@ -5,13 +5,14 @@ from __future__ import annotations
 import csv
 import io
 import math
-import os
 from pathlib import Path
 
 import matplotlib
 
 matplotlib.use("Agg")  # no display; must precede pyplot
 import matplotlib.pyplot as plt  # noqa: E402
+
+from components.io.atomic import atomic_file  # noqa: E402
 
 __all__ = ["save_figure", "save_histograms", "write_overview_png", "write_plot_data"]
 
@@ -28,22 +29,19 @@ def _finite(value: object) -> bool:
 
 
 def _write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    with atomic_file(path) as tmp:
+        tmp.write_text(text)
 
 
 def save_figure(fig, path: str | Path, dpi: int = 100) -> Path:
     """Lay out, write atomically (temp file + rename: readers never see half a PNG) and close a figure."""
-    path = Path(path)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}{path.suffix}")
-    fig.savefig(tmp, dpi=dpi)
-    plt.close(fig)
-    os.replace(tmp, path)
-    return path
+    try:
+        with atomic_file(path) as tmp:
+            fig.savefig(tmp, dpi=dpi)
+    finally:
+        plt.close(fig)
+    return Path(path)
 
 
 def write_plot_data(directory: str | Path, results: Results, order: list[str]) -> list[Path]:

@@ -8,6 +8,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from components.io.atomic import atomic_file
+
 __all__ = ["METRICS", "MetricInfo", "ReportInputs", "render_report", "write_report"]
 
 
@@ -164,8 +166,7 @@ def _seed_noise_section(noise: dict[str, dict[str, dict]], comparisons: list[tup
 
 def write_report(path: str | Path, inputs: ReportInputs) -> Path:
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(render_report(inputs, path))
-    os.replace(tmp, path)
+    text = render_report(inputs, path)
+    with atomic_file(path) as tmp:
+        tmp.write_text(text)
     return path

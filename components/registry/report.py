@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import json
 import math
-import uuid
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from components.io.atomic import atomic_file
 from components.registry.registry import GatedPromotion, Registration, now
 
 
@@ -98,10 +98,8 @@ def render_markdown(report: dict[str, Any]) -> str:
 
 
 def _write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
+    with atomic_file(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
 
 
 def write_report(report: dict[str, Any], json_path: str | Path, md_path: str | Path) -> None:
