@@ -16,8 +16,9 @@ import boto3
 
 from components.config import IngestConfig, ShardConfig, WorldConfig
 from components.data.ingest import ingest_folder
-from components.data.shards import read_throughput, write_shards
-from components.data.synthetic import synthesize_world
+from components.data.shards.reader import read_throughput
+from components.data.shards.writer import write_shards
+from components.data.synthetic.world import synthesize_world
 
 
 def bench_data(n_identities: int = 6, clips_per_identity: int = 4, duration_s: float = 2.0) -> list[tuple[str, float, str]]:

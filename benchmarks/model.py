@@ -11,9 +11,11 @@ from collections.abc import Callable
 import torch
 
 from components.config import PortraitModelConfig, load_params
-from components.model.portrait import PortraitModel, TextEncoder
+from components.model.flow import add_noise, sample, sigma_to_timestep
+from components.model.portrait import PortraitModel
+from components.model.text_encoder import TextEncoder
 from components.model.vae import build_vae, decode_latents
-from components.train.flow_matching import add_noise, flow_matching_loss, sample, sigma_to_timestep
+from components.train.flow_matching import flow_matching_loss
 from components.train.vae_objective import vae_loss
 
 

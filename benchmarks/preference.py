@@ -28,9 +28,11 @@ def _worker(mode: str, params_path: str = "params.yaml") -> None:
     import torch
 
     from components.config import load_params
-    from components.model.portrait import PortraitModel, TextEncoder
-    from components.train.dpo import add_lora, dpo_step_loss, pair_velocity_errors
-    from flows.train import phase_model_config
+    from components.model.adapters import add_lora
+    from components.model.portrait import PortraitModel
+    from components.model.text_encoder import TextEncoder
+    from components.train.dpo import dpo_step_loss, pair_velocity_errors
+    from components.train.phases import phase_model_config
 
     torch.manual_seed(0)
     params = load_params(params_path)

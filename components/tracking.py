@@ -137,3 +137,14 @@ def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
         else:
             flat[f"{prefix}{key}"] = value
     return flat
+
+
+def metrics_logger(prefix: str = ""):
+    """log_fn for the training loop: the loop's metrics as MLflow metrics of the active run, names prefixed."""
+
+    def log(step: int, values: dict[str, float]) -> None:
+        import mlflow
+
+        mlflow.log_metrics({f"{prefix}{key}": float(value) for key, value in values.items()}, step=step)
+
+    return log

@@ -4,6 +4,8 @@
     talkalign synthesize [--params params.yaml] [--set world.n_identities=4 ...]
     talkalign animate --image ref.png --audio speech.wav --model models:/talkalign@champion -o out.mp4
     talkalign promote VERSION --reason TEXT  |  talkalign rollback [--reason TEXT]
+
+A failure ends in one line on stderr and exit code 1; `talkalign --debug ...` shows the traceback instead.
 """
 
 from __future__ import annotations
@@ -13,9 +15,9 @@ import importlib
 import os
 import sys
 from collections.abc import Callable
-from typing import Any
 
-import yaml
+from components.config import load_params, parse_overrides
+from flows import stages
 
 # Quiet, offline defaults; the user's environment wins.
 for _key, _value in {
@@ -29,61 +31,22 @@ for _key, _value in {
     os.environ.setdefault(_key, _value)
 
 
-# sub-command -> (flow as "module:function", help). Flows are imported lazily: `talkalign --help` stays instant.
-STAGES: dict[str, tuple[str, str]] = {
-    "synthesize": ("flows.data:synthesize_flow", "generate the synthetic talking-portrait world (toy profile)"),
-    "ingest": ("flows.data:ingest_flow", "decode a folder of talking videos into samples; quarantine bad clips"),
-    "validate": ("flows.data:validate_flow", "great-expectations checks over the clip manifest"),
-    "shard": ("flows.data:shard_flow", "write WebDataset shards split by identity (local or s3://)"),
-    "pretrain-vae": ("flows.train:pretrain_vae_flow", "train the toy video VAE (skipped with vae.pretrained_path)"),
-    "latents": ("flows.train:latents_flow", "encode every training window once with the stage VAE"),
-    "pretrain-dit": ("flows.train:pretrain_dit_flow", "train the base image-to-video DiT (toy profile)"),
-    "phase1": ("flows.train:phase1_flow", "train the audio modulation, backbone frozen (--variant for the ablation)"),
-    "phase2": ("flows.train:phase2_flow", "train the skeleton modulation, everything else frozen"),
-    "sync-expert": ("flows.experts:sync_expert_flow", "train the SyncNet-architecture sync expert (skipped with official weights)"),
-    "candidates": ("flows.preference:candidates_flow", "K candidate videos per preference window from the generator pool"),
-    "annotate": ("flows.preference:annotate_flow", "Likert ratings per candidate: simulated rater, human file, or the critic"),
-    "critic": ("flows.critic:critic_flow", "train the Talking-Critic reward model on the ratings; held-out vs baselines"),
-    "pairs": ("flows.preference:pairs_flow", "preference pairs (composite and per dimension) from the ratings"),
-    "dpo": ("flows.alignment:dpo_flow", "Flow-DPO of the phase-2 model on curated pairs (LoRA; reference = adapters off)"),
-    "tlpo": ("flows.alignment:tlpo_flow", "TLPO: a LoRA expert per preference dimension, fused by a (timestep, layer) gate"),
-    "evaluate": ("flows.evaluate:evaluate_flow", "every model variant on the same held-out test windows"),
-    "register": ("flows.register:register_flow", "register the evaluated model in MLflow; champion if the gates pass"),
-}
-# Stage options beyond --params/--set: sub-command -> {flag: (flow keyword, help)}.
-STAGE_OPTIONS: dict[str, dict[str, tuple[str, str]]] = {
-    "phase1": {"--variant": ("variant", "temporal motion modulation: reshape (ours), half (audio/2), downsample (audio/4)")},
-}
-
-
-def load_flow(target: str) -> Callable[..., Any]:
-    module_name, _, attr = target.partition(":")
-    return getattr(importlib.import_module(module_name), attr)
-
-
-def parse_overrides(pairs: list[str]) -> dict[str, Any]:
-    """`--set a.b=value` pairs; values are parsed as YAML so numbers and booleans keep their types."""
-    overrides: dict[str, Any] = {}
-    for pair in pairs:
-        key, sep, raw = pair.partition("=")
-        if not sep or not key:
-            raise SystemExit(f"--set expects key=value, got {pair!r}")
-        overrides[key.strip()] = yaml.safe_load(raw)
-    return overrides
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="talkalign", description=__doc__.splitlines()[0])
+    parser.add_argument("--debug", action="store_true", help="on failure, show the Python traceback (default: one line)")
     sub = parser.add_subparsers(dest="command", required=True)
     importlib.import_module("flows.deployments").add_parsers(sub)  # pipeline, serve, repro
-    for name, (_, help_text) in STAGES.items():
+    importlib.import_module("flows.app_cli").add_parsers(sub)  # app, label-studio
+    for name, (_, help_text) in stages.STAGES.items():
         stage = sub.add_parser(name, help=help_text)
         stage.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
         stage.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
-        for flag, (dest, option_help) in STAGE_OPTIONS.get(name, {}).items():
+        for flag, (dest, option_help) in stages.STAGE_OPTIONS.get(name, {}).items():
             stage.add_argument(flag, dest=dest, help=option_help)
     add_animate_parser(sub)
     add_registry_parsers(sub)
+    for command in sub.choices.values():  # `talkalign shard --debug` as well as `talkalign --debug shard`
+        command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     return parser
 
 
@@ -115,55 +78,76 @@ def add_registry_parsers(sub: argparse._SubParsersAction) -> None:
         parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
 
 
+def failure_line(exc: BaseException) -> str:
+    """One readable line for a failure. Our own errors and the standard bad-input / OS errors (a missing file, an
+    unreachable service) carry messages written for users; anything else is likely a bug and says its type."""
+    text = "; ".join(line.strip() for line in str(exc).splitlines() if line.strip()) or type(exc).__name__
+    if type(exc).__module__.split(".")[0] in ("components", "flows") or isinstance(exc, (ValueError, OSError)):
+        return text
+    return f"{type(exc).__name__}: {text} (--debug shows the traceback)"
+
+
+def run_stage(args: argparse.Namespace) -> int:
+    overrides = parse_overrides(args.overrides)
+    load_params(args.params, overrides)  # a bad file, key or value: one line, before any flow or Prefect server starts
+    flow_fn = stages.load_flow(stages.STAGES[args.command][0])
+    debug = getattr(args, "debug", False)
+    if not debug:
+        stages.console_without_tracebacks()
+    options = {dest: getattr(args, dest) for dest, _ in stages.STAGE_OPTIONS.get(args.command, {}).values()}
+    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    if distributed and int(os.environ.get("RANK", "0")) != 0:
+        # `accelerate launch ... talkalign phase1`: one Prefect flow run (rank 0's); the other ranks run the
+        # same stage function undecorated and only join its collectives.
+        flow_fn = flow_fn.fn
+    try:
+        flow_fn(params_path=args.params, overrides=overrides,
+                **{key: value for key, value in options.items() if value is not None})
+    except Exception as exc:
+        if debug:
+            raise
+        raise stages.StageFailed(f"failed: {failure_line(exc)}") from exc
+    finally:
+        if distributed:
+            from components.train.loop import end_distributed
+
+            end_distributed()
+    return 0
+
+
 def run_registry_command(args: argparse.Namespace) -> int:
-    from components.registry.registry import RegistryError
-    from components.tracking import TrackingUnavailable
+    overrides = parse_overrides(args.overrides)
+    load_params(args.params, overrides)
     from flows.register import promote_by_hand, rollback_by_hand
 
-    overrides = parse_overrides(args.overrides)
-    try:
-        if args.command == "promote":
-            message = promote_by_hand(args.version, args.reason, args.params, overrides)
-        else:
-            message = rollback_by_hand(args.reason, args.params, overrides)
-    except (RegistryError, TrackingUnavailable, FileNotFoundError, ValueError) as exc:
-        print(f"talkalign {args.command}: {exc}", file=sys.stderr)
-        return 1
-    print(message)
+    if args.command == "promote":
+        print(promote_by_hand(args.version, args.reason, args.params, overrides))
+    else:
+        print(rollback_by_hand(args.reason, args.params, overrides))
     return 0
 
 
 def run_animate(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from components.inference.animate import AnimateInputError, animate_files
+    from components.inference.animate import animate_files
 
-    with tqdm(desc="windows", unit="window", disable=None, file=sys.stderr) as bar:
+    with tqdm(desc="windows", unit="window", disable=None, file=sys.stderr) as bar:  # closed before an error prints
 
         def progress(done: int, total: int) -> None:
             bar.total = total
             bar.update(done - bar.n)
 
-        try:
-            out = animate_files(
-                args.image, args.audio, args.output, args.model, pose_path=args.pose, prompt=args.prompt,
-                steps=args.steps, guidance=args.guidance, seed=args.seed, progress=progress,
-                tracking_uri=args.tracking_uri, threads=args.threads,
-            )
-        except AnimateInputError as exc:
-            bar.close()
-            print(f"talkalign animate: {exc}", file=sys.stderr)
-            return 1
+        out = animate_files(
+            args.image, args.audio, args.output, args.model, pose_path=args.pose, prompt=args.prompt,
+            steps=args.steps, guidance=args.guidance, seed=args.seed, progress=progress,
+            tracking_uri=args.tracking_uri, threads=args.threads,
+        )
     print(out)
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["repro"] and not {"-h", "--help"} & set(argv[1:2]):
-        # everything after `repro` belongs to `dvc repro` (argparse would claim its options, e.g. -s)
-        return importlib.import_module("flows.deployments").repro_command(argv[1:])
-    args = build_parser().parse_args(argv)
+def run(args: argparse.Namespace) -> int:
     deployments = importlib.import_module("flows.deployments")
     if args.command in deployments.COMMANDS:
         return deployments.run_command(args)
@@ -171,28 +155,37 @@ def main(argv: list[str] | None = None) -> int:
         return run_animate(args)
     if args.command in ("promote", "rollback"):
         return run_registry_command(args)
-    flow_fn = load_flow(STAGES[args.command][0])
-    options = {dest: getattr(args, dest) for dest, _ in STAGE_OPTIONS.get(args.command, {}).values()}
-    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
-    if distributed and int(os.environ.get("RANK", "0")) != 0:
-        # `accelerate launch ... talkalign phase1`: one Prefect flow run (rank 0's); the other ranks run the
-        # same stage function undecorated and only join its collectives.
-        flow_fn = flow_fn.fn
-    try:
-        flow_fn(
-            params_path=args.params,
-            overrides=parse_overrides(args.overrides),
-            **{key: value for key, value in options.items() if value is not None},
-        )
-    except Exception as exc:  # the flow run is already marked failed in Prefect; say why in one place
-        print(f"talkalign {args.command}: failed: {exc}", file=sys.stderr)
-        return 1
-    finally:
-        if distributed:
-            from components.train.loop import end_distributed
+    if args.command in ("app", "label-studio"):
+        return importlib.import_module("flows.app_cli").run_command(args)
+    return run_stage(args)
 
-            end_distributed()
-    return 0
+
+def _guarded(command: str, debug: bool, body: Callable[[], int]) -> int:
+    """Run a sub-command; a failure ends in one line on stderr and exit code 1 (with --debug: the traceback)."""
+    try:
+        return body()
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        print(f"talkalign {command}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:
+        if debug:
+            raise
+        print(f"talkalign {command}: {failure_line(exc)}", file=sys.stderr)
+        return 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = argv[:1] == ["--debug"]
+    rest = argv[1:] if debug else argv
+    if rest[:1] == ["repro"] and not {"-h", "--help"} & set(rest[1:2]):
+        # everything after `repro` belongs to `dvc repro` (argparse would claim its options, e.g. -s)
+        deployments = importlib.import_module("flows.deployments")
+        return _guarded("repro", debug, lambda: deployments.repro_command(rest[1:]))
+    args = build_parser().parse_args(argv)
+    return _guarded(args.command, args.debug, lambda: run(args))
 
 
 if __name__ == "__main__":

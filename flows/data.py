@@ -21,7 +21,7 @@ from flows.logging import log_summary
 @flow(name="synthesize", log_prints=True)
 def synthesize_flow(params_path: str = "params.yaml", overrides: dict | None = None) -> dict:
     """Generate the synthetic talking-portrait world (toy profile); the wan profile brings its own videos."""
-    from components.data.synthetic import synthesize_world
+    from components.data.synthetic.world import synthesize_world
 
     params = load_params(params_path, overrides)
     out_dir = Path(params.world.out_dir)
@@ -84,7 +84,7 @@ def shard_flow(params_path: str = "params.yaml", overrides: dict | None = None) 
     """Write WebDataset shards split by identity, locally or to s3://, and log them as an MLflow dataset."""
     import pandas as pd
 
-    from components.data.shards import write_shards
+    from components.data.shards.writer import write_shards
 
     params = load_params(params_path, overrides)
     cfg = params.shard

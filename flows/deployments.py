@@ -4,10 +4,10 @@
     talkalign repro [DVC ARGS ...]  # `dvc repro` with a local Prefect server and UI for the run (`make run`)
     talkalign pipeline [STAGE ...] [--profile params.yaml] [--set key=value ...] [--force] [--pull] [--push]
 
-`serve` registers the `pipeline` flow and every stage flow of `flows.cli.STAGES` as deployments named
+`serve` registers the `pipeline` flow and every stage flow of `flows.stages.STAGES` as deployments named
 `talkalign` (`pipeline/talkalign`, `shard/talkalign`, ...) and runs what is scheduled for them, in subprocesses
 started in the current directory: no work pool, no worker. prefect.yaml holds the same flows for work pools.
-Kept out of cli.py so that the stage registry there stays the only thing others need to edit.
+flows/cli.py adds these parsers and dispatches here; this module imports the stage registry, never the CLI.
 """
 
 from __future__ import annotations
@@ -45,8 +45,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 
 def build_deployments(name: str = DEPLOYMENT_NAME, only: list[str] | None = None) -> list[Any]:
     """RunnerDeployments: the pipeline flow, then each stage flow once (phase1's variants share one flow)."""
-    from flows.cli import STAGES, load_flow
     from flows.pipeline import pipeline_flow
+    from flows.stages import STAGES, load_flow
 
     flows = [(pipeline_flow, "the DAG through DVC: dvc repro, or dvc exp run -S key=value with overrides", "pipeline")]
     for command, (target, help_text) in STAGES.items():
@@ -58,7 +58,7 @@ def build_deployments(name: str = DEPLOYMENT_NAME, only: list[str] | None = None
         seen.add(flow_obj.name)
         deployments.append(flow_obj.to_deployment(name=name, description=description, tags=["talkalign", kind]))
     if only and seen != set(only):
-        raise SystemExit(f"talkalign serve: unknown flow(s): {', '.join(sorted(set(only) - seen))}")
+        raise ValueError(f"unknown flow(s): {', '.join(sorted(set(only) - seen))}")
     return deployments
 
 
@@ -71,7 +71,8 @@ def repro_command(dvc_args: list[str]) -> int:
 
 
 def run_command(args: argparse.Namespace) -> int:
-    from flows.cli import parse_overrides
+    """Run `serve`, `pipeline` or `repro`; failures raise (flows/cli.py turns them into one line on stderr)."""
+    from components.config import load_params, parse_overrides
 
     if args.command == "repro":
         return repro_command(args.dvc_args)
@@ -94,15 +95,24 @@ def run_command(args: argparse.Namespace) -> int:
     # Without PREFECT_API_URL the flow starts Prefect's temporary server; on a busy 2-core box its default 20 s
     # start-up budget is not always enough (the stages then report to that server: flows/pipeline.py).
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
-    from flows.pipeline import PipelineParameters, pipeline_flow
+    overrides = parse_overrides(args.overrides)
+    load_params(args.profile, overrides)  # a bad profile, key or value: one line, before any flow or server starts
+    from components.pipeline.parameters import PipelineParameters
+    from flows.pipeline import pipeline_flow
+    from flows.stages import StageFailed, console_without_tracebacks
 
+    debug = getattr(args, "debug", False)
+    if not debug:
+        console_without_tracebacks()
+
+    parameters = PipelineParameters(
+        profile=args.profile, overrides=overrides, stages=args.stages or None,
+        force=args.force, pull=args.pull, push=args.push, experiment_name=args.experiment_name,
+    )
     try:
-        parameters = PipelineParameters(
-            profile=args.profile, overrides=parse_overrides(args.overrides), stages=args.stages or None,
-            force=args.force, pull=args.pull, push=args.push, experiment_name=args.experiment_name,
-        )
         pipeline_flow(parameters)
-    except Exception as exc:  # the flow run is already marked failed in Prefect; say why in one place
-        print(f"talkalign pipeline: failed: {exc}", file=sys.stderr)
-        return 1
+    except Exception as exc:  # the flow run is already marked failed in Prefect; the CLI says why in one line
+        if debug:
+            raise
+        raise StageFailed(f"failed: {' '.join(str(exc).split())}") from exc
     return 0

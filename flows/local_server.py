@@ -91,7 +91,7 @@ def local_prefect_server(log_path: Path, port: int | None = None, timeout_s: flo
 
 def repro(dvc_args: list[str], prefect_home: Path) -> int:
     """`dvc repro *dvc_args` with a local Prefect server unless PREFECT_API_URL is set; returns DVC's exit code."""
-    from flows.pipeline import dvc_executable
+    from components.pipeline.dvc_process import dvc_executable
 
     cmd = [dvc_executable(), "repro", *dvc_args]
     if os.environ.get("PREFECT_API_URL"):

@@ -160,7 +160,6 @@ def clip_flops(bb: Backbone, clip: Clip, mod: Modulation, *, audio: bool, skelet
     d, f, L = bb.dim, bb.ffn, bb.layers
     t, h, w = latent_grid(clip, bb)
     n = t * h * w  # video tokens
-    per_frame = h * w
     audio_tokens = t * mod.rho * mod.audio_tokens_per_frame
     skel_per_frame = mod.rho * mod.skeleton_grid[0] * mod.skeleton_grid[1]
     mm = lambda rows, n_in, n_out: 2.0 * rows * n_in * n_out  # noqa: E731  (one matmul)

@@ -1,11 +1,15 @@
 """Ingest any folder of talking videos into frame-aligned training clips.
 
 For each video (recursive; .mp4 .mov .mkv .webm .avi .m4v): decode, check it is usable, resample to the
-ingest fps and sample rate, centre-crop to a square and resize, compute frame-aligned audio features
+ingest fps and sample rate, crop to a square and resize, compute frame-aligned audio features
 (wav2vec2 tokens and log-mel), skeleton keypoints and, when the synthetic world left one, ground truth.
+The crop is the centre square for sidecar keypoints, and one smoothed face-tracked square per clip when
+mediapipe measured the clip (components/data/face_crop.py); mediapipe's lips then give the mouth opening
+and box, written to truth.json with the synthetic world's keys (marked "measured_by") when the clip has no
+ground truth, and to landmarks.json (hands, lips, joints) always.
 Output layout (rebuilt from scratch each run, swapped in at the end):
 
-    out_dir/clips/{clip_id}/video.mp4 audio.wav wav2vec.npy mel.npy pose.npy [truth.json] meta.json
+    out_dir/clips/{clip_id}/video.mp4 audio.wav wav2vec.npy mel.npy pose.npy [truth.json] [landmarks.json] meta.json
     out_dir/manifest.jsonl   one row per good clip
 
 A clip that cannot be used goes to the quarantine list with a one-line reason; every other clip still
@@ -30,7 +34,9 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from components.config import IngestConfig
+from components.config import IngestConfig, KeypointConfig
+from components.data.extractor_client import ExtractorUnavailable
+from components.data.face_crop import FaceCropParams, FaceTrackError, face_crop
 from components.data.keypoints import (
     CentreCrop,
     KeypointError,
@@ -39,11 +45,12 @@ from components.data.keypoints import (
     sidecar_path,
     transform_keypoints,
 )
+from components.data.landmarks import measured_truth
 from components.data.quarantine import Quarantine
 from components.io.audio import log_mel, resample_audio, rms_db, save_wav
 from components.io.video import MediaError, decode_video, resample_frames, write_video
-from components.model.audio_encoder import SAMPLE_RATE as WAV2VEC_RATE
-from components.model.audio_encoder import AudioEncoder
+from components.data.audio_features import SAMPLE_RATE as WAV2VEC_RATE
+from components.data.audio_features import AudioEncoder
 
 log = logging.getLogger(__name__)
 
@@ -203,8 +210,19 @@ class _Clip:
     mel: np.ndarray
     pose: np.ndarray
     truth: dict[str, Any] | None
+    landmarks: dict[str, Any] | None  # mediapipe's measures in output space, when it ran
     meta: dict[str, Any]
     row: dict[str, Any]
+
+
+def face_crop_params(cfg: KeypointConfig) -> FaceCropParams:
+    return FaceCropParams(
+        scale=cfg.crop_scale,
+        smooth_frames=cfg.smooth_frames,
+        max_missing_frac=cfg.max_missing_face_frac,
+        max_multi_face_frac=cfg.max_multi_face_frac,
+        min_face_frac=cfg.min_face_frac,
+    )
 
 
 def process_clip(
@@ -215,7 +233,8 @@ def process_clip(
     encoder: AudioEncoder,
     extractor: KeypointExtractor,
 ) -> _Clip:
-    """Decode, check and convert one video; raises MediaError / ClipRejected / KeypointError when unusable."""
+    """Decode, check and convert one video; raises MediaError / ClipRejected / KeypointError / FaceTrackError
+    when unusable."""
     decoded = decode_video(path, with_audio=True)
     if decoded.audio is None or decoded.sample_rate is None or decoded.audio.size == 0:
         raise ClipRejected(f"{path}: no audio stream")
@@ -247,7 +266,14 @@ def process_clip(
     # Time: output frame k shows the source frame on screen at k / fps; keypoints and truth follow the same indices.
     source_index = resample_frames(np.arange(n_source), decoded.timestamps, cfg.fps, duration_s=video_s)
     n_frames = len(source_index)
-    crop = CentreCrop.of(width, height)
+    measured = keypoints.landmarks
+    if measured is not None:
+        try:
+            crop = face_crop(measured.faces, width, height, face_crop_params(cfg.keypoints))
+        except FaceTrackError as exc:
+            raise FaceTrackError(f"{path}: {exc}") from None
+    else:
+        crop = CentreCrop.of(width, height)
     frames = crop_resize(decoded.frames[source_index], crop, cfg.resolution)
 
     audio = resample_audio(decoded.audio, decoded.sample_rate, cfg.sample_rate)
@@ -257,10 +283,16 @@ def process_clip(
     mel = log_mel(audio, cfg.sample_rate, cfg.audio.n_mels, cfg.fps, n_frames).astype(np.float16)
     if not (np.isfinite(wav2vec).all() and np.isfinite(mel).all()):
         raise ClipRejected(f"{path}: audio features overflow float16")
-    pose = transform_keypoints(keypoints, source_index)
+    pose = transform_keypoints(keypoints, source_index, crop)
 
     if truth is not None:
         truth = transform_truth(truth, clip_id, n_source, source_index, crop, cfg.resolution, cfg.fps, cfg.sample_rate)
+    landmarks = None
+    if measured is not None:
+        source_space = measured_truth(measured, keypoints.points, decoded.fps, width, height)
+        landmarks = transform_truth(source_space, clip_id, n_source, source_index, crop, cfg.resolution, cfg.fps,
+                                    cfg.sample_rate)
+        truth = truth if truth is not None else landmarks  # evaluate / critic / sync expert read truth.json
     identity = identity_for(rel, truth, clip_id)
     xy = pose[..., :2]
     row = {
@@ -289,6 +321,9 @@ def process_clip(
         "source_frames": n_source,
         "source_sample_rate": decoded.sample_rate,
         "crop": asdict(crop),
+        "crop_kind": "face" if measured is not None else "centre",
+        "keypoint_extractor": measured.extractor if measured is not None else "json_sidecar",
+        "truth_source": None if truth is None else truth.get("measured_by", "ground_truth"),
         "sample_rate": cfg.sample_rate,
         "joints": list(keypoints.joints),
         "kp_out_of_crop": int(((keypoints.points[source_index][..., 2] > 0) & (pose[..., 2] == 0)).sum()),
@@ -300,7 +335,7 @@ def process_clip(
         "mel": {"shape": list(mel.shape), "n_mels": cfg.audio.n_mels},
         "pose": {"shape": list(pose.shape), "coords": "x, y in [0, 1] across the output square; confidence"},
     }
-    return _Clip(frames, audio, wav2vec, mel, pose, truth, meta, row)
+    return _Clip(frames, audio, wav2vec, mel, pose, truth, landmarks, meta, row)
 
 
 def _write_json(path: Path, data: Any, compact: bool = False) -> None:
@@ -322,6 +357,8 @@ def write_clip(clip: _Clip, clips_dir: Path, cfg: IngestConfig) -> Path:
         np.save(tmp / "pose.npy", clip.pose, allow_pickle=False)
         if clip.truth is not None:
             _write_json(tmp / "truth.json", clip.truth, compact=True)  # long per-frame arrays
+        if clip.landmarks is not None:
+            _write_json(tmp / "landmarks.json", clip.landmarks, compact=True)
         _write_json(tmp / "meta.json", clip.meta)
         os.replace(tmp, final)
     except BaseException:
@@ -342,6 +379,21 @@ def _swap_in(staging: Path, out_dir: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
+def _quarantine_in_staging(quarantine_path: Path, out_dir: Path, staging: Path) -> Path:
+    """Where the quarantine list is written: inside the staging tree when it belongs under out_dir, so
+    the swap carries it in (writing it beside the old out_dir would lose it when that tree is replaced)."""
+    q, out = quarantine_path.resolve(), out_dir.resolve()
+    if not q.is_relative_to(out):
+        return quarantine_path
+    rel = q.relative_to(out)
+    if rel == Path() or rel.parts[0] in (CLIPS_DIR, MANIFEST_NAME):
+        raise ValueError(
+            f"ingest.quarantine_path {quarantine_path} collides with ingest's own outputs in {out_dir} "
+            f"({CLIPS_DIR}/, {MANIFEST_NAME}): put it elsewhere, e.g. {out_dir / 'quarantine.jsonl'}"
+        )
+    return staging / rel
+
+
 def ingest_folder(
     cfg: IngestConfig,
     input_dir: str | Path | None = None,
@@ -358,14 +410,15 @@ def ingest_folder(
         raise FileNotFoundError(f"{input_dir}: input folder not found")
 
     start = time.perf_counter()
+    extractor = make_extractor(cfg.keypoints)  # first: a missing extractor env fails before any work
     encoder = encoder or AudioEncoder(cfg.audio)
-    extractor = make_extractor(cfg.keypoints)
     videos = find_videos(input_dir, exclude=(out_dir,))
 
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     for leftover in out_dir.parent.glob(f".{out_dir.name}.staging*"):  # from a run that was killed
         shutil.rmtree(leftover, ignore_errors=True)
     staging = out_dir.with_name(f".{out_dir.name}.staging{os.getpid()}")
+    quarantine_target = _quarantine_in_staging(quarantine_path, out_dir, staging)
     clips_dir = staging / CLIPS_DIR
     clips_dir.mkdir(parents=True)
     rows: list[dict[str, Any]] = []
@@ -373,7 +426,7 @@ def ingest_folder(
     # pushes a good a.mov into quarantine.
     first_source: dict[str, str] = {}
     try:
-        with Quarantine(quarantine_path, stage="ingest") as quarantine:
+        with Quarantine(quarantine_target, stage="ingest") as quarantine:
             for path in tqdm(videos, desc="ingest", unit="clip", disable=not progress):
                 rel = PurePosixPath(path.relative_to(input_dir).as_posix())
                 clip_id = clip_id_for(rel)
@@ -383,9 +436,11 @@ def ingest_folder(
                     continue
                 try:
                     clip = process_clip(path, rel, clip_id, cfg, encoder, extractor)
-                except (MediaError, ClipRejected, KeypointError) as exc:
+                except (MediaError, ClipRejected, KeypointError, FaceTrackError) as exc:
                     quarantine.add(rel.as_posix(), str(exc))
                     continue
+                except ExtractorUnavailable:
+                    raise  # a setup problem, not this clip's: every later clip would fail the same way
                 except Exception as exc:  # one odd file must not stop a long ingest; the threshold catches bugs
                     log.warning("ingest: unexpected error on %s", path, exc_info=True)
                     quarantine.add(rel.as_posix(), f"{path}: unexpected {type(exc).__name__}: {exc}")
@@ -395,6 +450,7 @@ def ingest_folder(
                 rows.append(clip.row)
             manifest = staging / MANIFEST_NAME
             manifest.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+            quarantine.commit()  # before the swap: a list inside out_dir must be in the staging tree when it moves
             _swap_in(staging, out_dir)
     finally:
         shutil.rmtree(staging, ignore_errors=True)

@@ -1,9 +1,11 @@
 """Skeleton keypoints for a clip: where they come from, and how they follow the frames through ingest.
 
 An extractor returns source-pixel keypoints for every decoded frame. The toy profile reads the synthetic
-world's `<stem>.keypoints.json` sidecar; a pose model (e.g. a mediapipe subprocess) can be plugged in later
-behind the same `KeypointExtractor` protocol. `transform_keypoints` then applies exactly what ingest does
-to the frames: the same time resampling (source index per output frame) and the same centre crop + resize.
+world's `<stem>.keypoints.json` sidecar; `MediapipeExtractor` runs pose, hand, face-detection and face-mesh
+models in the extractor env (components/data/extractor_client.py) and also returns the measured landmarks
+(faces for the crop, hands, lips); `auto` takes the sidecar when there is one. `transform_keypoints` then
+applies exactly what ingest does to the frames: the same time resampling (source index per output frame)
+and the same square crop + resize.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -32,6 +34,7 @@ class Keypoints:
     joints: tuple[str, ...]
     width: int  # source frame size the pixel coordinates refer to
     height: int
+    landmarks: Any = None  # components.data.landmarks.Landmarks when a model measured the clip
 
 
 class KeypointExtractor(Protocol):
@@ -138,22 +141,76 @@ def read_keypoints_json(path: Path, n_joints: int) -> tuple[Keypoints, float]:
     return Keypoints(points.astype(np.float32), tuple(joints), width, height), fps
 
 
+class MediapipeExtractor:
+    """Pose joints (with per-joint confidence), hands, lips and face boxes from the mediapipe worker."""
+
+    def __init__(self, cfg: KeypointConfig):
+        from components.data.extractor_client import extractor_python
+        from components.data.landmarks import SKELETON_JOINTS
+
+        if cfg.n_joints != len(SKELETON_JOINTS):
+            raise ValueError(f"mediapipe maps onto the {len(SKELETON_JOINTS)}-joint skeleton, n_joints is {cfg.n_joints}")
+        self.cfg = cfg
+        self.joints = SKELETON_JOINTS
+        self.python = extractor_python(cfg.extractor_python)  # fails here, once, naming `make setup`
+
+    def extract(self, video_path: Path, decoded: DecodedVideo) -> Keypoints:
+        from components.data.extractor_client import ExtractorFailed, extract_landmarks
+        from components.data.landmarks import landmarks_from_reply, pose_joints
+
+        height, width = decoded.frames.shape[1:3]
+        options = {"face_model": self.cfg.face_model}
+        cache = Path(self.cfg.cache_dir) if self.cfg.cache_dir else None
+        try:
+            reply = extract_landmarks(Path(video_path), decoded.frames, options, self.python, cache,
+                                      self.cfg.max_side, self.cfg.timeout_s)
+        except ExtractorFailed as exc:
+            raise KeypointError(str(exc)) from exc
+        points = pose_joints(reply, self.joints, width, height)
+        return Keypoints(points, self.joints, width, height, landmarks_from_reply(reply, width, height))
+
+
+class AutoExtractor:
+    """The clip's sidecar when it has one; otherwise mediapipe (its env is checked only when first needed)."""
+
+    def __init__(self, cfg: KeypointConfig):
+        self.cfg = cfg
+        self.sidecar = JsonSidecarExtractor(cfg.n_joints)
+        self._mediapipe: MediapipeExtractor | None = None
+
+    def extract(self, video_path: Path, decoded: DecodedVideo) -> Keypoints:
+        if sidecar_path(Path(video_path)).is_file():
+            return self.sidecar.extract(video_path, decoded)
+        if self._mediapipe is None:
+            from components.data.extractor_client import ExtractorUnavailable
+
+            try:
+                self._mediapipe = MediapipeExtractor(self.cfg)
+            except ExtractorUnavailable as exc:  # this clip only: clips with sidecars still go through
+                raise KeypointError(f"{sidecar_path(Path(video_path))}: keypoint sidecar missing, and {exc}") from exc
+        return self._mediapipe.extract(video_path, decoded)
+
+
 def make_extractor(cfg: KeypointConfig) -> KeypointExtractor:
-    """The keypoint source named in params (one place to plug a pose model in)."""
+    """The keypoint source named in params."""
     if cfg.extractor == "json_sidecar":
         return JsonSidecarExtractor(cfg.n_joints)
+    if cfg.extractor == "mediapipe":
+        return MediapipeExtractor(cfg)
+    if cfg.extractor == "auto":
+        return AutoExtractor(cfg)
     raise ValueError(f"unknown keypoint extractor {cfg.extractor!r}")
 
 
-def transform_keypoints(keypoints: Keypoints, source_index: np.ndarray) -> np.ndarray:
+def transform_keypoints(keypoints: Keypoints, source_index: np.ndarray, crop: CentreCrop | None = None) -> np.ndarray:
     """float32 [T_out, J, 3] of (x, y) in [0, 1] across the output square and confidence.
 
     `source_index[k]` is the decoded frame shown at output frame k (the same indices ingest uses for the
-    frames). The output image is the centre crop scaled to any resolution, so [0, 1] coordinates are
+    frames). The output image is the crop (default: the centre square) scaled to any resolution, so [0, 1] coordinates are
     resolution free. Joints outside the crop are clamped to its border with confidence 0: a pose model
     would not see them either.
     """
-    crop = CentreCrop.of(keypoints.width, keypoints.height)
+    crop = crop or CentreCrop.of(keypoints.width, keypoints.height)
     picked = keypoints.points[np.asarray(source_index)]
     unit = crop.to_unit(picked[..., :2])
     outside = ((unit < 0) | (unit > 1)).any(axis=-1)

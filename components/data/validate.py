@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import json
 import os
-from numbers import Integral
 from dataclasses import asdict, dataclass, field
+from numbers import Integral
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +20,7 @@ import pandas as pd
 
 from components.config import ValidationConfig
 from components.data.quarantine import read_quarantine
+from components.io.atomic import atomic_file
 
 MANIFEST_COLUMNS = (
     "clip_id", "identity", "source", "n_frames", "fps", "width", "height", "duration_s", "audio_duration_s",
@@ -179,10 +180,8 @@ def _jsonable(value: Any) -> Any:
 
 
 def _atomic_write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    with atomic_file(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
 
 
 def _stats_table(df: pd.DataFrame, columns: list[str]) -> list[str]:

@@ -18,7 +18,7 @@ from typing import Any, Iterator, Literal
 import numpy as np
 import soundfile as sf
 
-from components.data.shards import open_split
+from components.data.shards.reader import open_split
 from components.io.video import MediaError, decode_video_bytes
 
 __all__ = [
@@ -207,6 +207,13 @@ def make_windows(clip: ClipSample, frames: int = 17, stride: int = 8) -> list[Wi
             )
         )
     return windows
+
+
+def split_windows(shards_uri: str | Path, split: str, frames: int, train_stride: int) -> list[Window]:
+    """Every window of a split, the one convention every stage shares: overlapping (`train_stride`) on the
+    training split, back to back on the held-out splits (each held-out frame is scored once)."""
+    stride = train_stride if split == "train" else frames
+    return [w for clip in load_split(shards_uri, split) for w in make_windows(clip, frames, stride)]
 
 
 def normalise_mel(mel: np.ndarray) -> np.ndarray:

@@ -16,8 +16,8 @@ import torch
 from components.config import SamplingConfig
 from components.data.latents import LatentCache
 from components.model.bundle import ModelBundle
+from components.model.flow import sample
 from components.model.vae import decode_latents
-from components.train.flow_matching import sample
 
 
 @dataclass
@@ -33,7 +33,8 @@ def _to_uint8(video: torch.Tensor) -> np.ndarray:
 
 def decode_to_frames(bundle: ModelBundle, latents: torch.Tensor, batch_size: int = 4) -> np.ndarray:
     with torch.no_grad():
-        return np.concatenate([_to_uint8(decode_latents(bundle.vae, latents[i : i + batch_size])) for i in range(0, len(latents), batch_size)])
+        chunks = (latents[i : i + batch_size] for i in range(0, len(latents), batch_size))
+        return np.concatenate([_to_uint8(decode_latents(bundle.vae, chunk)) for chunk in chunks])
 
 
 def window_noise(shape: tuple[int, ...], seed: int, rows: range) -> torch.Tensor:

@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from components.evaluation.mouth import lip_sync_scores, mouth_opening_from_pixels, pearson
+from components.data.mouth_box import mouth_box_centre_size
+from components.data.mouth_pixels import lip_sync_scores, mouth_opening_from_pixels, pearson
 from components.evaluation.mouth_reader import MouthReader
 from components.evaluation.ssim import ssim_frames
-from components.train.vae_objective import mouth_box_centre_size
 
 
 def lip_metrics(

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from components.evaluation.mouth import _sample, pearson
-from components.train.vae_objective import mouth_box_centre_size
+from components.data.mouth_box import mouth_box_centre_size
+from components.data.mouth_pixels import _sample, pearson
 
 GRID = 16
 SPAN = 0.7  # half-width of the grid, in mouth widths

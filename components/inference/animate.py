@@ -26,16 +26,17 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from components.data.audio_features import torch_threads
 from components.data.ingest import crop_resize
 from components.data.keypoints import CentreCrop, KeypointError, read_keypoints_json, transform_keypoints
 from components.inference.features import AudioFeaturizer
 from components.io.audio import load_audio
 from components.io.errors import MediaError
 from components.io.video import resample_frames, write_video
-from components.model.audio_encoder import _torch_threads as torch_threads
-from components.model.bundle import BundleError, ModelBundle, load_bundle
+from components.model.bundle import BundleError, ModelBundle
+from components.model.flow import sample
+from components.model.loading import load_bundle
 from components.model.vae import decode_latents, encode_video, latent_frames, spatial_ratio, to_uint8_frames
-from components.train.flow_matching import sample
 
 MIN_SAMPLE_RATE = 4_000  # below this there is no speech band left to resample from
 MAX_SAMPLE_RATE = 768_000

@@ -12,10 +12,10 @@ from typing import Literal
 
 import numpy as np
 
+from components.data.audio_features import SAMPLE_RATE as WAV2VEC_RATE
+from components.data.audio_features import AudioEncoder
 from components.data.windows import normalise_mel
 from components.io.audio import MEL_FRAMES_PER_VIDEO_FRAME, log_mel, resample_audio
-from components.model.audio_encoder import SAMPLE_RATE as WAV2VEC_RATE
-from components.model.audio_encoder import AudioEncoder
 
 AudioKind = Literal["mel", "wav2vec"]
 

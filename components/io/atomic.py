@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+# The names the temporaries below get (`.{name}.{uuid}.tmp`, `.{name}.{uuid}.old`, `.{stem}.{uuid}.tmp{suffix}`):
+# cleanup code may delete what a crashed writer left behind by this pattern (searched in a '/'-separated name).
+TEMPORARY_NAME = re.compile(r"(^|/)\.[^/]+\.[0-9a-f]{32}\.(tmp|old)(\.[^/.]+)?$")
 
 
 @contextmanager
@@ -44,3 +49,12 @@ def atomic_file(path: str | Path) -> Iterator[Path]:
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def write_json(path: str | Path, data: dict | list) -> None:
+    """Indented JSON (numpy floats as floats), written atomically."""
+    import json
+
+    text = json.dumps(data, indent=2, default=float)
+    with atomic_file(path) as tmp:
+        tmp.write_text(text)

@@ -6,7 +6,6 @@ drives the mouth with it (lag 0) and the metrics compare generated mouths agains
 
 from __future__ import annotations
 
-import os
 from math import gcd
 from pathlib import Path
 
@@ -15,6 +14,7 @@ import soundfile as sf
 from scipy.signal import resample_poly
 from transformers.audio_utils import mel_filter_bank, spectrogram, window_function
 
+from components.io.atomic import atomic_file
 from components.io.errors import MediaError
 
 __all__ = [
@@ -50,16 +50,10 @@ def load_audio(path: str | Path, sample_rate: int | None = None) -> tuple[np.nda
 
 
 def save_wav(path: str | Path, audio: np.ndarray, sample_rate: int) -> None:
-    """Write 16-bit PCM mono wav atomically (temp file in the same directory, then os.replace)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    """Write 16-bit PCM mono wav atomically (components.io.atomic)."""
     samples = np.clip(np.asarray(audio, dtype=np.float32).reshape(-1), -1.0, 1.0)
-    try:
+    with atomic_file(path) as tmp:
         sf.write(str(tmp), samples, int(sample_rate), subtype="PCM_16", format="WAV")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def resample_audio(audio: np.ndarray, sr_in: int, sr_out: int) -> np.ndarray:

@@ -2,7 +2,7 @@
 
 Names are '/'-separated paths relative to the storage root ("v1/train-000000.tar").
 Every write is atomic: a reader sees the old object or the new one, never half of one
-(local: copy to a temporary name in the same directory, then os.replace; S3: a PUT is atomic).
+(local: a rename, or a copy through components.io.atomic; S3: a PUT is atomic).
 
 S3 credentials come only from the environment / boto3's default chain; the endpoint from the
 `endpoint_url` argument, else S3_ENDPOINT_URL, else AWS_ENDPOINT_URL (MinIO, moto, ...).
@@ -16,11 +16,10 @@ import shlex
 import shutil
 import sys
 import tempfile
-import uuid
 from abc import ABC, abstractmethod
 from pathlib import Path
 
-# A temporary file we create next to its destination; a crashed run may leave one behind.
+# Suffix of a file staged before it is published (put_bytes, the shard writer); a crashed run may leave one behind.
 TMP_SUFFIX = ".partial"
 
 
@@ -81,12 +80,10 @@ def _replace_into(src: Path, dest: Path, *, move: bool) -> None:
             return
         except OSError:
             pass  # another filesystem (EXDEV): fall back to copy + rename below
-    tmp = dest.with_name(f".{dest.name}.{uuid.uuid4().hex}{TMP_SUFFIX}")
-    try:
+    from components.io.atomic import atomic_file  # not at top level: see _cat_main
+
+    with atomic_file(dest) as tmp:
         shutil.copyfile(src, tmp)
-        os.replace(tmp, dest)
-    finally:
-        tmp.unlink(missing_ok=True)
     if move:
         Path(src).unlink(missing_ok=True)
 
@@ -212,16 +209,14 @@ class S3Storage(Storage):
             Path(local_path).unlink(missing_ok=True)
 
     def get_file(self, name: str, local_path: str | Path) -> None:
-        local_path = Path(local_path)
-        local_path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = local_path.with_name(f".{local_path.name}.{uuid.uuid4().hex}{TMP_SUFFIX}")
+        from components.io.atomic import atomic_file  # not at top level: see _cat_main
+
+        Path(local_path).parent.mkdir(parents=True, exist_ok=True)
         try:
-            self.client.download_file(self.bucket, self._key(name), str(tmp))
-            os.replace(tmp, local_path)
+            with atomic_file(local_path) as tmp:
+                self.client.download_file(self.bucket, self._key(name), str(tmp))
         except Exception as exc:
             raise self._error(exc, self.uri(name)) from exc
-        finally:
-            tmp.unlink(missing_ok=True)
 
     def list(self, prefix: str = "") -> list[str]:
         names = []

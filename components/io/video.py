@@ -7,7 +7,6 @@ first video frame, and the decoded audio is shifted so that sample 0 plays with 
 from __future__ import annotations
 
 import io
-import os
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -15,6 +14,7 @@ from pathlib import Path
 import av
 import numpy as np
 
+from components.io.atomic import atomic_file
 from components.io.errors import MediaError
 
 __all__ = ["DecodedVideo", "MediaError", "decode_video", "decode_video_bytes", "resample_frames", "write_video"]
@@ -157,7 +157,7 @@ def write_video(
     sample_rate: int | None = None,
     crf: int = 18,
 ) -> None:
-    """Write h264 yuv420p video (+ AAC mono audio) atomically: a temp file in the same directory, then os.replace."""
+    """Write h264 yuv420p video (+ AAC mono audio) atomically (components.io.atomic)."""
     path = Path(path)
     frames = np.asarray(frames)
     if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3 or len(frames) == 0:
@@ -168,19 +168,15 @@ def write_video(
     if audio is not None and not sample_rate:
         raise ValueError(f"{path}: audio given without sample_rate")
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}{path.suffix or '.mp4'}")
-    try:
+    with atomic_file(path) as tmp:
         _encode(tmp, frames, Fraction(fps), audio, sample_rate, crf)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def _encode(
     path: Path, frames: np.ndarray, fps: Fraction, audio: np.ndarray | None, sample_rate: int | None, crf: int
 ) -> None:
-    with av.open(str(path), mode="w") as container:
+    # PyAV picks the container from the suffix; a path without one gets mp4.
+    with av.open(str(path), mode="w", format=None if path.suffix else "mp4") as container:
         vstream = container.add_stream("libx264", rate=fps)
         vstream.width, vstream.height = frames.shape[2], frames.shape[1]
         vstream.pix_fmt = "yuv420p"

@@ -17,6 +17,10 @@ are accepted on load; a pickle-format weight file anywhere in the bundle is refu
 `resolve_model_uri` finds a bundle from a local path or an MLflow URI (models:/name@alias, models:/name/N,
 runs:/id/path); the registry logs a bundle as the artifact directory `bundle` of a pyfunc model, so both a
 bundle directory and an MLflow model directory holding `artifacts/bundle/` are accepted.
+
+Parts that other modules add (TLPO's experts and gate, tlpo_bundle.py) reach the bundle as `save_bundle`'s
+`extra_files`; this module knows nothing of them. `load_plain_bundle` loads what this module writes;
+components/model/loading.py `load_bundle` loads any bundle, a TLPO one included.
 """
 
 from __future__ import annotations
@@ -29,11 +33,12 @@ from typing import Any, Literal
 from diffusers import AutoencoderKLWan
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from components.io.atomic import atomic_directory
 from components.config import AudioEncoderConfig, Params, SamplingConfig, TextEncoderConfig
+from components.data.audio_features import AudioEncoder
+from components.io.atomic import atomic_directory
 from components.io.audio import MEL_FRAMES_PER_VIDEO_FRAME
-from components.model.audio_encoder import AudioEncoder
-from components.model.portrait import CONFIG_FILE, MODULATION_FILE, PortraitModel, TextEncoder
+from components.model.portrait import CONFIG_FILE, MODULATION_FILE, PortraitModel
+from components.model.text_encoder import TextEncoder
 from components.model.vae import load_vae, spatial_ratio, temporal_ratio
 
 BUNDLE_FORMAT = "talkalign-bundle-v1"
@@ -43,7 +48,6 @@ TRANSFORMER_DIR = "transformer"
 TEXT_DIR = "text_encoder"
 TOKENIZER_DIR = "tokenizer"
 AUDIO_DIR = "audio_encoder"
-TLPO_FILE = "tlpo.json"  # = components.model.tlpo_bundle.TLPO_FILE (not imported: it imports the train package)
 # Where a bundle may sit inside what a path or an MLflow URI points at (pyfunc model dir, run artifact dir).
 BUNDLE_LOCATIONS = (".", "artifacts/bundle", "bundle")
 MLFLOW_SCHEMES = ("models:/", "runs:/", "mlflow-artifacts:/")
@@ -203,6 +207,11 @@ def save_bundle(directory: str | Path, bundle: ModelBundle, extra_files: dict[st
     """
     directory = Path(directory)
     meta = bundle.meta
+    extra_files = dict(extra_files or {})
+    ours = {BUNDLE_FILE, CONFIG_FILE, MODULATION_FILE, TRANSFORMER_DIR, VAE_DIR, TEXT_DIR, TOKENIZER_DIR, AUDIO_DIR}
+    clashing = sorted(name for name in extra_files if name in ours or Path(name).name != name or name.startswith("."))
+    if clashing:
+        raise BundleError(f"{directory}: extra files {clashing} would overwrite the bundle's own parts or leave it")
     if meta.audio.features == "wav2vec" and bundle.audio_encoder is None:
         bundle.audio_encoder = AudioEncoder(meta.audio.wav2vec)
     check_bundle(meta, bundle.model, bundle.vae, bundle.text_encoder, bundle.audio_encoder, directory)
@@ -214,7 +223,7 @@ def save_bundle(directory: str | Path, bundle: ModelBundle, extra_files: dict[st
             bundle.text_encoder.tokenizer.save_pretrained(tmp / TOKENIZER_DIR)
         if meta.audio.features == "wav2vec":
             bundle.audio_encoder.save_pretrained(tmp / AUDIO_DIR)
-        for name, data in (extra_files or {}).items():
+        for name, data in extra_files.items():
             (tmp / name).write_bytes(data)
         (tmp / BUNDLE_FILE).write_text(meta.model_dump_json(indent=2) + "\n")  # last: its presence marks a whole bundle
     return directory
@@ -309,17 +318,14 @@ def _load_text_encoder(directory: Path, cfg: TextEncoderConfig) -> TextEncoder:
     return encoder
 
 
-def load_bundle(path: str | Path, tracking_uri: str | None = None) -> ModelBundle:
-    """Load a bundle from a directory or an MLflow URI; BundleError says which part is missing or wrong."""
+def load_plain_bundle(path: str | Path, tracking_uri: str | None = None) -> ModelBundle:
+    """Load the parts this module writes from a directory or an MLflow URI; BundleError says which part is missing
+    or wrong. Extra files are left alone: a TLPO bundle loads as its base model (loading.load_bundle fuses it)."""
     directory = resolve_model_uri(path, tracking_uri=tracking_uri)
     meta = read_meta(directory)
     _check_files(directory, meta)
     try:
         model = PortraitModel.from_pretrained(directory)
-        if (directory / TLPO_FILE).is_file():  # experts fused per timestep (components/model/tlpo_bundle.py)
-            from components.model.tlpo_bundle import attach_tlpo
-
-            attach_tlpo(model, directory)
         vae = load_vae(directory / VAE_DIR)
         text_encoder = _load_text_encoder(directory, model.cfg.text)
         audio_encoder = None

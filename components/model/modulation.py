@@ -31,15 +31,13 @@ The cross-attention's output projection starts at zero, so a wrapped backbone re
 
 from __future__ import annotations
 
-
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 from diffusers.models.transformers.transformer_wan import WanAttention, WanAttnProcessor
 
 from components.config import (
     AudioModulationConfig,
-    ModulationConfig,
+    NullMode,
     SkeletonModulationConfig,
     TemporalVariant,
 )
@@ -82,15 +80,6 @@ def frame_window(feats: torch.Tensor, window: int) -> torch.Tensor:
     offsets = torch.arange(-window, window + 1, device=feats.device)
     idx = (torch.arange(n_frames, device=feats.device)[:, None] + offsets).clamp(0, n_frames - 1)
     return feats[:, idx].flatten(2, 3)
-
-
-def condition_dropout_mask(
-    batch: int, p: float, generator: torch.Generator | None = None, device: torch.device | str = "cpu"
-) -> torch.Tensor:
-    """bool [batch]: True where a condition is dropped (replaced by its null) for classifier-free guidance."""
-    if not 0.0 <= p <= 1.0:
-        raise ValueError(f"dropout probability must be in [0, 1], got {p}")
-    return torch.rand(batch, generator=generator, device=device) < p
 
 
 class MotionProjection(nn.Module):

@@ -7,28 +7,29 @@ normal bundle of the *base* weights (what `save_bundle` writes, so every part lo
     experts.safetensors   every expert's LoRA state, keys "<expert>/<peft key>"
     gate.safetensors      the TimestepLayerGate's weights (fusion "gate" only)
 
-`load_bundle` sees tlpo.json and calls `attach_tlpo`: the experts are rebuilt on the loaded model and its
-forward is replaced (on the instance, so it stays a PortraitModel for every caller) by one that computes the
-fusion weights from the call's timestep and runs inside `gated`. Samplers step a whole batch at one t; a call
+`save_tlpo_bundle` hands these to `save_bundle` as its extra files. `load_tlpo_bundle` (which loading.load_bundle
+calls whenever it sees tlpo.json) loads the base bundle and calls `attach_tlpo`: the experts are rebuilt on the
+loaded model and its forward is replaced (on the instance, so it stays a PortraitModel for every caller) by one
+that computes the fusion weights from the call's timestep and runs inside `gated`. Samplers step a whole batch at one t; a call
 whose samples have different timesteps is refused rather than silently fused at one of them.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal
 
 import torch
 import torch.nn as nn
-from peft.tuners.tuners_utils import BaseTunerLayer
 from safetensors.torch import load_file
 from safetensors.torch import save as save_safetensors_bytes
 
-from components.train.tlpo import TimestepLayerGate, activate_experts, gated, uniform_weights
+from components.model.adapters import add_lora, load_lora_state_dict, lora_detached
+from components.model.bundle import BundleError, ModelBundle, load_plain_bundle, save_bundle
+from components.model.gate import TimestepLayerGate, activate_experts, gated, uniform_weights
 
 TLPO_FILE = "tlpo.json"
 EXPERTS_FILE = "experts.safetensors"
@@ -39,7 +40,7 @@ TLPO_FORMAT = "talkalign-tlpo-v1"
 @dataclass(frozen=True)
 class TlpoSpec:
     experts: list[str]
-    targets: list[str]  # LoRA target groups (components/train/dpo.py LORA_TARGETS)
+    targets: list[str]  # LoRA target groups (components/model/adapters.py LORA_TARGETS)
     rank: int
     alpha: float
     n_layers: int
@@ -74,25 +75,6 @@ class TlpoFusion:
 # ----------------------------------------------------------------------------- save
 
 
-@contextmanager
-def lora_detached(model: nn.Module) -> Iterator[nn.Module]:
-    """The model with every LoRA wrapper swapped for its base layer (restored on exit): saves as plain weights.
-
-    Several adapters on one layer share one wrapper, so wrappers never nest."""
-    swapped: list[tuple[nn.Module, str, nn.Module]] = []
-    for name, module in list(model.named_modules()):
-        if isinstance(module, BaseTunerLayer):
-            parent_name, _, child = name.rpartition(".")
-            parent = model.get_submodule(parent_name) if parent_name else model
-            swapped.append((parent, child, module))
-            setattr(parent, child, module.get_base_layer())
-    try:
-        yield model
-    finally:
-        for parent, child, module in reversed(swapped):
-            setattr(parent, child, module)
-
-
 def tlpo_files(spec: TlpoSpec, experts_state: dict[str, dict[str, torch.Tensor]],
                gate: TimestepLayerGate | None) -> dict[str, bytes]:
     """The extra files of a TLPO bundle, for save_bundle(extra_files=...)."""
@@ -108,11 +90,9 @@ def tlpo_files(spec: TlpoSpec, experts_state: dict[str, dict[str, torch.Tensor]]
     return files
 
 
-def save_tlpo_bundle(directory: str | Path, bundle, spec: TlpoSpec,
+def save_tlpo_bundle(directory: str | Path, bundle: ModelBundle, spec: TlpoSpec,
                      experts_state: dict[str, dict[str, torch.Tensor]], gate: TimestepLayerGate | None) -> Path:
     """Write `bundle` (its model may carry the experts: they are detached for the base weights) as a TLPO bundle."""
-    from components.model.bundle import save_bundle
-
     files = tlpo_files(spec, experts_state, gate)
     with lora_detached(bundle.model):
         return save_bundle(directory, bundle, extra_files=files)
@@ -121,10 +101,15 @@ def save_tlpo_bundle(directory: str | Path, bundle, spec: TlpoSpec,
 # ----------------------------------------------------------------------------- load
 
 
+def is_tlpo_bundle(directory: str | Path) -> bool:
+    return (Path(directory) / TLPO_FILE).is_file()
+
+
 def read_spec(directory: Path) -> TlpoSpec:
     data = json.loads((directory / TLPO_FILE).read_text())
-    if data.get("format") != TLPO_FORMAT:
-        raise ValueError(f"{directory / TLPO_FILE}: format {data.get('format')!r}, expected {TLPO_FORMAT!r}")
+    found = data.get("format") if isinstance(data, dict) else type(data).__name__
+    if found != TLPO_FORMAT:
+        raise ValueError(f"{directory / TLPO_FILE}: format {found!r}, expected {TLPO_FORMAT!r}")
     try:
         return TlpoSpec(**data)
     except TypeError as exc:  # unknown or missing keys
@@ -133,8 +118,6 @@ def read_spec(directory: Path) -> TlpoSpec:
 
 def attach_tlpo(model: nn.Module, directory: str | Path) -> TlpoFusion:
     """Rebuild the experts of a TLPO bundle on its loaded base model and make every forward call fused."""
-    from components.train.dpo import add_lora, load_lora_state_dict
-
     directory = Path(directory)
     spec = read_spec(directory)
     flat = load_file(str(directory / EXPERTS_FILE))
@@ -154,6 +137,18 @@ def attach_tlpo(model: nn.Module, directory: str | Path) -> TlpoFusion:
     install_fusion(model, fusion.weights, spec.experts)
     model.tlpo = fusion
     return fusion
+
+
+def load_tlpo_bundle(path: str | Path, tracking_uri: str | None = None) -> ModelBundle:
+    """A TLPO bundle from a directory or an MLflow URI: the base bundle, its experts attached and fused."""
+    bundle = load_plain_bundle(path, tracking_uri=tracking_uri)
+    if not is_tlpo_bundle(bundle.path):
+        raise BundleError(f"{bundle.path}: not a TLPO bundle (no {TLPO_FILE})")
+    try:
+        attach_tlpo(bundle.model, bundle.path)
+    except (OSError, ValueError, RuntimeError, KeyError) as exc:
+        raise BundleError(f"{bundle.path}: cannot load the TLPO experts: {exc}") from exc
+    return bundle.eval()  # the new adapter layers too
 
 
 def install_fusion(model: nn.Module, weights_of: Callable[[torch.Tensor], torch.Tensor], experts: Sequence[str]) -> None:

@@ -111,7 +111,8 @@ def load_candidates(directory: str | Path, decode: bool = True) -> list[Candidat
     for sample in wds.WebDataset(urls, shardshuffle=False, empty_check=False):
         meta = json.loads(sample["json"])
         latents = load_safetensors_bytes(sample["latents.safetensors"])["latents"].numpy()
-        frames = decode_video_bytes(sample["mp4"], with_audio=False, name=f"{sample['__url__']}:{sample['__key__']}").frames if decode else None
+        name = f"{sample['__url__']}:{sample['__key__']}"
+        frames = decode_video_bytes(sample["mp4"], with_audio=False, name=name).frames if decode else None
         out.append(Candidate(
             candidate_id=meta["candidate_id"], window_id=meta["window_id"], generator=meta["generator"],
             kind=meta["kind"], seed=meta["seed"], guidance=meta["guidance"], latents=latents, frames=frames, meta=meta,
@@ -130,7 +131,9 @@ def select_rows(n_available: int, n_wanted: int) -> np.ndarray:
     return np.unique(np.linspace(0, n_available - 1, min(n_wanted, n_available)).round().astype(int))
 
 
-def conditioning_windows(cache, windows, rows: np.ndarray, fps: float, sample_rate: int, clip_audio: dict) -> dict[str, np.ndarray]:
+def conditioning_windows(
+    cache, windows, rows: np.ndarray, fps: float, sample_rate: int, clip_audio: dict
+) -> dict[str, np.ndarray]:
     """The tensors of windows.safetensors for `rows` of the latent cache and their `windows` (same order)."""
     samples = int(round(len(windows[0].frames) / fps * sample_rate))
     audio = np.zeros((len(rows), samples), np.float32)
@@ -152,7 +155,7 @@ def sample_model_candidates(bundle, cond: dict[str, np.ndarray], spec: Generator
                             steps: int, shift: float, batch_size: int) -> torch.Tensor:
     """Latents [W, z, T', h, w] of one model generator for every conditioning window, batched. The noise of
     each batch comes from a generator seeded by (seed, batch): reruns reproduce every candidate."""
-    from components.train.flow_matching import sample
+    from components.model.flow import sample
 
     model = bundle.model.eval()
     latents = torch.from_numpy(cond["latents"])
@@ -222,7 +225,9 @@ def write_candidates(
                     if spec.model not in bundles:
                         bundles = {spec.model: load_bundle(spec.model)}  # one bundle in memory at a time
                     bundle = bundles[spec.model]
-                    latents = sample_model_candidates(bundle, cond, spec, seed, cfg.sampling_steps, sampling.shift, cfg.batch_size)
+                    latents = sample_model_candidates(
+                        bundle, cond, spec, seed, cfg.sampling_steps, sampling.shift, cfg.batch_size
+                    )
                     frames = decode_to_frames(bundle, latents)
                     frames[:, 0] = cond["frames"][:, 0]  # frame 0 is the given reference, as in animate
                 else:

@@ -49,7 +49,7 @@ SIGNAL_SCALE = 10.0  # pixel statistics on 0-1 are ~0.01-0.1; this brings them t
 
 __all__ = [
     "FORMAT", "SIGNALS", "TalkingCritic", "bt_loss", "critic_inputs", "critic_scores", "frame_signals",
-    "load_critic", "rating_pairs", "save_critic", "train_critic",
+    "load_critic", "pair_loss", "rating_pairs", "save_critic", "train_critic",
 ]
 
 
@@ -89,7 +89,8 @@ def _pool(frames: np.ndarray) -> np.ndarray:
     return F.avg_pool2d(x, POOL).round().clamp(0, 255).to(torch.uint8).numpy()
 
 
-def video_inputs(videos: Sequence[np.ndarray], mouth_boxes: Sequence[np.ndarray], mels: Sequence[np.ndarray]) -> dict[str, torch.Tensor]:
+def video_inputs(videos: Sequence[np.ndarray], mouth_boxes: Sequence[np.ndarray],
+                 mels: Sequence[np.ndarray]) -> dict[str, torch.Tensor]:
     """The critic's inputs of videos, each preprocessed once: frames uint8 [T,H,W,3], the mouth box per frame
     [T,4] and the window's log-mel [T,4,n_mels] ->
 
@@ -138,7 +139,6 @@ class TalkingCritic(nn.Module):
     def __init__(self, width: int = 16, mouth_dim: int = 2 * 16 * 16 * 3, mel_dim: int = 4 * 40):
         super().__init__()
         self.arch = {"width": width, "mouth_dim": mouth_dim, "mel_dim": mel_dim}
-        n_sig = len(SIGNALS)
         self.mouth_in = nn.Linear(mouth_dim, width)
         self.audio_in = nn.Linear(mel_dim, width)
         self.sync = _tcn(3 * width + 1, width)  # + the mouth-change signal
@@ -197,20 +197,14 @@ def rating_pairs(scores: pd.DataFrame, window_of: dict[str, str], min_margin: fl
     return pd.DataFrame(rows, columns=["window_id", "dimension", "winner", "loser", "margin"])
 
 
-class _PairLoss(nn.Module):
-    """The loss inside forward(), so DDP syncs its gradients (as flows/train.py's LossModule)."""
-
-    def __init__(self, critic: TalkingCritic):
-        super().__init__()
-        self.critic = critic
-
-    def forward(self, batch: dict[str, torch.Tensor]):
-        n = len(batch["dim"])
-        keys = ("mouth", "mel", "frames", "signals")
-        both = self.critic({k: torch.cat([batch[f"w_{k}"], batch[f"l_{k}"]]) for k in keys})
-        pick = batch["dim"][:, None]
-        sw, sl = both[:n].gather(1, pick)[:, 0], both[n:].gather(1, pick)[:, 0]
-        return bt_loss(sw, sl), {"pair_acc": float((sw > sl).float().mean())}
+def pair_loss(critic: TalkingCritic, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
+    """Bradley-Terry loss of a batch of pairs: both sides scored in one forward, the pair's dimension picked."""
+    n = len(batch["dim"])
+    keys = ("mouth", "mel", "frames", "signals")
+    both = critic({k: torch.cat([batch[f"w_{k}"], batch[f"l_{k}"]]) for k in keys})
+    pick = batch["dim"][:, None]
+    sw, sl = both[:n].gather(1, pick)[:, 0], both[n:].gather(1, pick)[:, 0]
+    return bt_loss(sw, sl), {"pair_acc": float((sw > sl).float().mean())}
 
 
 def train_critic(inputs: dict[str, torch.Tensor], pairs: np.ndarray, cfg: CriticConfig, ckpt_dir: str | Path,
@@ -221,6 +215,7 @@ def train_critic(inputs: dict[str, torch.Tensor], pairs: np.ndarray, cfg: Critic
     dimensions weigh by their pair counts. Returns (critic in eval mode, TrainResult).
     """
     from components.train.loop import run_training, sliced
+    from components.train.objective import Objective
 
     pairs = torch.as_tensor(np.asarray(pairs), dtype=torch.long)
     if pairs.ndim != 2 or pairs.shape[1] != 3 or len(pairs) == 0:
@@ -236,8 +231,8 @@ def train_critic(inputs: dict[str, torch.Tensor], pairs: np.ndarray, cfg: Critic
             out[f"w_{k}"], out[f"l_{k}"] = v[rows[:, 0]], v[rows[:, 1]]
         return out
 
-    result = run_training(name="critic", model=_PairLoss(critic), trainable=list(critic.parameters()),
-                          batch_fn=sliced(batch), loss_fn=lambda m, b: m(b), cfg=cfg, ckpt_dir=ckpt_dir,
+    result = run_training(name="critic", model=Objective(pair_loss, critic), trainable=list(critic.parameters()),
+                          batch_fn=sliced(batch), cfg=cfg, ckpt_dir=ckpt_dir,
                           log_fn=log_fn, cpu=True, progress=progress)
     return critic.eval(), result
 

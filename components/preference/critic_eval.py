@@ -96,7 +96,7 @@ def evaluate_scores(scores: pd.DataFrame, truth: pd.DataFrame, window_of: dict[s
 
 def sync_confidence(expert, frames: np.ndarray, mouth_box: np.ndarray, audio_emb, max_offset: int = SYNC_MAX_OFFSET) -> float:
     """Sync-C of one window video (frame 0 left out) against its window's audio embeddings (window frame k)."""
-    from components.evaluation.sync_metrics import embed_video, distance_table, sync_scores
+    from components.evaluation.sync_metrics import distance_table, embed_video, sync_scores
 
     video = embed_video(expert.model, frames[1:], mouth_box[1:])
     return sync_scores(distance_table(video, audio_emb, 1, max_offset)).sync_c

@@ -63,11 +63,11 @@ def window_pairs(ids: list[str], rewards: list[float], strategy: str, min_margin
     else:
         candidates = [(ranked[a], ranked[b]) for a in range(len(ranked)) for b in range(a + 1, len(ranked))]
     pairs, rejected = [], 0
-    for w, l in candidates:
-        if rewards[w] - rewards[l] < min_margin or rewards[w] == rewards[l]:
+    for w, lose in candidates:
+        if rewards[w] - rewards[lose] < min_margin or rewards[w] == rewards[lose]:
             rejected += 1
             continue
-        pairs.append(Pair(window_id, ids[w], ids[l], float(rewards[w]), float(rewards[l])))
+        pairs.append(Pair(window_id, ids[w], ids[lose], float(rewards[w]), float(rewards[lose])))
     return pairs, rejected
 
 

@@ -71,7 +71,9 @@ def check_gate(
         return result(True, f"{name}: candidate {_fmt(cand)} is present and finite (no champion to compare with)")
     if champ is None:
         shown = "missing" if name not in champion else f"not a finite number ({champion[name]!r})"
-        return result(False, f"{name}: champion value is {shown}, so the candidate cannot be compared (promote by hand)")
+        return result(
+            False, f"{name}: champion value is {shown}, so the candidate cannot be compared (promote by hand)"
+        )
     regression = champ - cand if gate.direction == "higher" else cand - champ
     passed = regression <= gate.max_regression + TOLERANCE
     verdict = "within" if passed else "exceeds"

@@ -75,7 +75,7 @@ class TalkalignModel(mlflow.pyfunc.PythonModel):
     _skip_type_hint_validation = True
 
     def load_context(self, context) -> None:
-        from components.model.bundle import load_bundle
+        from components.model.loading import load_bundle
 
         self.bundle = load_bundle(context.artifacts[BUNDLE_ARTIFACT])
 

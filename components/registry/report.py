@@ -10,7 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from components.io.atomic import atomic_file
-from components.registry.registry import GatedPromotion, Registration, now
+from components.registry.champion import GatedPromotion, now
+from components.registry.versions import Registration
 
 
 def _clean(value: Any) -> Any:
@@ -63,7 +64,7 @@ def render_markdown(report: dict[str, Any]) -> str:
     name, version = report["model"], report["version"]
     headline = {
         "promoted": f"**promoted**: version {version} is now `champion`",
-        "refused": f"**refused**: `champion` stays "
+        "refused": "**refused**: `champion` stays "
         + (f"version {report['champion_before']}" if report["champion_before"] else "unset"),
         "kept": f"**kept**: version {version} already is `champion`",
     }[report["decision"]]
@@ -92,7 +93,8 @@ def render_markdown(report: dict[str, Any]) -> str:
         for gate in report["gates"]:
             lines.append(
                 f"| {gate['metric']} | {gate['direction']} | {_cell(gate['candidate'])} | {_cell(gate['champion'])} "
-                f"| {_cell(gate['regression'])} | {_cell(gate['max_regression'])} | {'pass' if gate['passed'] else 'FAIL'} |"
+                f"| {_cell(gate['regression'])} | {_cell(gate['max_regression'])} "
+                f"| {'pass' if gate['passed'] else 'FAIL'} |"
             )
     return "\n".join(lines) + "\n"
 

@@ -18,7 +18,8 @@ leftovers are ignored and removed by `clean_partial_checkpoints`. Old checkpoint
 
 The optimizer and model states are gathered with torch.distributed.checkpoint's state_dict helpers, which key the
 optimizer state by parameter name and work for a plain module, DDP and FSDP2 alike (collectives under FSDP: every
-process calls `gather_training_state` and `load_latest_checkpoint`, only the main process writes).
+process calls `gather_training_state` and `load_latest_checkpoint`, only the main process writes). RNG states
+come from components.train.rng_state; nested states become tensors + JSON through components.train.state_tree.
 """
 
 from __future__ import annotations
@@ -26,16 +27,13 @@ from __future__ import annotations
 import json
 import logging
 import os
-import random
 import re
 import shutil
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn as nn
@@ -49,6 +47,9 @@ from torch.distributed.checkpoint.state_dict import (
     set_model_state_dict,
     set_optimizer_state_dict,
 )
+
+from components.train.rng_state import RngState, restore_rng_state
+from components.train.state_tree import flatten_state, unflatten_state
 
 log = logging.getLogger(__name__)
 
@@ -74,125 +75,6 @@ class CheckpointError(RuntimeError):
 
 def checkpoint_name(step: int) -> str:
     return f"step-{step:06d}"
-
-
-# ---------------------------------------------------------------- RNG state
-
-
-@dataclass
-class RngState:
-    """One process's random generators. Tensors go to safetensors, numpy/python states to JSON."""
-
-    torch_cpu: torch.Tensor  # uint8, torch.get_rng_state()
-    torch_cuda: list[torch.Tensor] = field(default_factory=list)  # uint8 per visible device
-    numpy: dict[str, Any] = field(default_factory=dict)
-    python: dict[str, Any] = field(default_factory=dict)
-
-    def to_bytes(self) -> bytes:
-        """A self-contained safetensors blob (JSON states in its metadata), to send between processes."""
-        from safetensors.torch import save
-
-        meta = {"numpy": json.dumps(self.numpy), "python": json.dumps(self.python)}
-        return save(self._tensors(), metadata=meta)
-
-    @classmethod
-    def from_bytes(cls, blob: bytes) -> "RngState":
-        from safetensors.torch import load
-
-        header_len = int.from_bytes(blob[:8], "little")
-        meta = json.loads(blob[8 : 8 + header_len]).get("__metadata__", {})
-        return cls._from_tensors(load(blob), json.loads(meta["numpy"]), json.loads(meta["python"]))
-
-    def _tensors(self, prefix: str = "") -> dict[str, torch.Tensor]:
-        out = {f"{prefix}torch_cpu": self.torch_cpu.contiguous()}
-        out.update({f"{prefix}cuda{i}": s.cpu().contiguous() for i, s in enumerate(self.torch_cuda)})
-        return out
-
-    @classmethod
-    def _from_tensors(
-        cls, tensors: Mapping[str, torch.Tensor], numpy_state: dict, python_state: dict, prefix: str = ""
-    ) -> "RngState":
-        n_cuda = sum(1 for k in tensors if k.startswith(f"{prefix}cuda"))
-        return cls(
-            torch_cpu=tensors[f"{prefix}torch_cpu"],
-            torch_cuda=[tensors[f"{prefix}cuda{i}"] for i in range(n_cuda)],
-            numpy=numpy_state,
-            python=python_state,
-        )
-
-
-def capture_rng_state() -> RngState:
-    """This process's torch (CPU and initialised CUDA), numpy and python RNG states."""
-    kind, key, pos, has_gauss, cached = np.random.get_state()
-    version, internal, gauss_next = random.getstate()
-    cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() and torch.cuda.is_initialized() else []
-    return RngState(
-        torch_cpu=torch.get_rng_state(),
-        torch_cuda=list(cuda),
-        numpy={"kind": kind, "key": key.tolist(), "pos": int(pos), "has_gauss": int(has_gauss), "cached": cached},
-        python={"version": version, "internal": list(internal), "gauss_next": gauss_next},
-    )
-
-
-def restore_rng_state(state: RngState) -> None:
-    torch.set_rng_state(state.torch_cpu)
-    if state.torch_cuda and torch.cuda.is_available():
-        if len(state.torch_cuda) != torch.cuda.device_count():
-            log.warning("checkpoint has %d CUDA RNG states, %d devices visible: CUDA RNG not restored",
-                        len(state.torch_cuda), torch.cuda.device_count())
-        else:
-            torch.cuda.set_rng_state_all(state.torch_cuda)
-    n = state.numpy
-    np.random.set_state((n["kind"], np.asarray(n["key"], dtype=np.uint32), n["pos"], n["has_gauss"], n["cached"]))
-    p = state.python
-    random.setstate((p["version"], tuple(p["internal"]), p["gauss_next"]))
-
-
-# ---------------------------------------------------------------- nested state <-> safetensors + JSON
-
-
-def flatten_state(tree: Any) -> tuple[Any, dict[str, torch.Tensor]]:
-    """Split a nested state_dict into a JSON-able skeleton and its tensor leaves.
-
-    Tensors become {"__tensor__": key} in the skeleton; tuples {"__tuple__": [...]}; dicts with non-string
-    keys {"__int_keys__": {...}} (torch's own optimizer state is keyed by int parameter index).
-    """
-    tensors: dict[str, torch.Tensor] = {}
-
-    def walk(node: Any, path: str) -> Any:
-        if isinstance(node, torch.Tensor):
-            tensors[path] = node.detach().cpu().contiguous()
-            return {"__tensor__": path}
-        if isinstance(node, Mapping):
-            if all(isinstance(k, str) for k in node):
-                return {k: walk(v, f"{path}/{k}" if path else k) for k, v in node.items()}
-            if all(isinstance(k, int) and not isinstance(k, bool) for k in node):
-                return {"__int_keys__": {str(k): walk(v, f"{path}/{k}" if path else str(k)) for k, v in node.items()}}
-            raise TypeError(f"state at {path or '/'}: dict keys must be all str or all int, got {list(node)[:5]}")
-        if isinstance(node, tuple):
-            return {"__tuple__": [walk(v, f"{path}/{i}") for i, v in enumerate(node)]}
-        if isinstance(node, list):
-            return [walk(v, f"{path}/{i}") for i, v in enumerate(node)]
-        if node is None or isinstance(node, (bool, int, float, str)):
-            return node
-        raise TypeError(f"state at {path or '/'}: cannot store a {type(node).__name__} in safetensors/JSON")
-
-    return walk(tree, ""), tensors
-
-
-def unflatten_state(skeleton: Any, tensors: Mapping[str, torch.Tensor]) -> Any:
-    """Inverse of flatten_state."""
-    if isinstance(skeleton, list):
-        return [unflatten_state(v, tensors) for v in skeleton]
-    if isinstance(skeleton, dict):
-        if set(skeleton) == {"__tensor__"}:
-            return tensors[skeleton["__tensor__"]]
-        if set(skeleton) == {"__tuple__"}:
-            return tuple(unflatten_state(v, tensors) for v in skeleton["__tuple__"])
-        if set(skeleton) == {"__int_keys__"}:
-            return {int(k): unflatten_state(v, tensors) for k, v in skeleton["__int_keys__"].items()}
-        return {k: unflatten_state(v, tensors) for k, v in skeleton.items()}
-    return skeleton
 
 
 # ---------------------------------------------------------------- gathering state from live objects
@@ -301,7 +183,7 @@ def save_checkpoint(
         _write_json(tmp / SCHEDULER_FILE, sched_skeleton)
         rng_tensors: dict[str, torch.Tensor] = {}
         for rank, rng in enumerate(rng_states):
-            rng_tensors.update(rng._tensors(prefix=f"rank{rank}/"))
+            rng_tensors.update(rng.to_tensors(prefix=f"rank{rank}/"))
         _save_tensors(tmp / RNG_TENSORS_FILE, rng_tensors)
         _write_json(tmp / RNG_JSON_FILE, [{"numpy": r.numpy, "python": r.python} for r in rng_states])
         state = {
@@ -420,7 +302,7 @@ def check_model_entries(path: Path, model: nn.Module) -> None:
 def load_rng_states(path: Path) -> list[RngState]:
     tensors = load_file(str(path / RNG_TENSORS_FILE))
     states = _read_json(path / RNG_JSON_FILE)
-    return [RngState._from_tensors(tensors, s["numpy"], s["python"], prefix=f"rank{r}/")
+    return [RngState.from_tensors(tensors, s["numpy"], s["python"], prefix=f"rank{r}/")
             for r, s in enumerate(states)]
 
 

@@ -1,7 +1,8 @@
-"""Flow-DPO (Hallo4 eq. 5) on preference pairs, with peft LoRA adapters as the policy's only trainable weights.
+"""Flow-DPO (Hallo4 eq. 5) on preference pairs, with peft LoRA adapters (model/adapters.py) as the policy's only
+trainable weights.
 
 For a pair (winner x_w, loser x_l) with the same conditions, one noise eps and one noise level sigma are shared:
-x_t = (1 - sigma) x0 + sigma eps, target v = eps - x0 (flow_matching.add_noise). With per-sample velocity MSEs
+x_t = (1 - sigma) x0 + sigma eps, target v = eps - x0 (model/flow.py add_noise). With per-sample velocity MSEs
 err_* of the policy and ref_* of the reference,
 
     loss = -log sigmoid(-beta * w(sigma) * [(err_w - ref_w) - (err_l - ref_l)])
@@ -20,25 +21,15 @@ loss is log 2 and the implicit accuracy 0.5 (ties count half).
 from __future__ import annotations
 
 import math
-import re
-import warnings
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from peft import LoraConfig, get_peft_model_state_dict, inject_adapter_in_model, set_peft_model_state_dict
-from peft.tuners.tuners_utils import BaseTunerLayer
 
-from components.train.flow_matching import add_noise, flow_matching_loss, sigma_to_timestep
+from components.model.adapters import adapters_disabled
+from components.model.flow import add_noise, sigma_to_timestep
+from components.train.flow_matching import flow_matching_loss
 
-# LoRA target groups (regexes over PortraitModel's module names, full match as peft applies them).
-LORA_TARGETS: dict[str, str] = {
-    "attention": r"transformer\.blocks\.\d+\.block\.attn[12]\.(to_q|to_k|to_v|to_out\.0)",
-    "mlp": r"transformer\.blocks\.\d+\.block\.ffn\.net\.(0\.proj|2)",
-    "modulation": r"transformer\.blocks\.\d+\.motion_attn\.\w+\.attn\.(to_q|to_k|to_v|to_out\.0)|motion\.\w+\.project\.proj",
-}
 LN2 = math.log(2.0)
 
 
@@ -75,68 +66,6 @@ def flow_dpo_loss(
     return loss, stats
 
 
-# ----------------------------------------------------------------------------- adapters
-
-
-def lora_target_regex(groups: Sequence[str]) -> str:
-    unknown = sorted(set(groups) - set(LORA_TARGETS))
-    if unknown or not groups:
-        raise ValueError(f"LoRA target groups must be a non-empty subset of {sorted(LORA_TARGETS)}, got {list(groups)}")
-    return "|".join(f"(?:{LORA_TARGETS[g]})" for g in groups)
-
-
-def add_lora(model: nn.Module, rank: int, alpha: float, groups: Sequence[str], adapter_name: str = "dpo") -> list[str]:
-    """Inject a LoRA adapter (B = 0: the model's output is unchanged) and make it the only trainable weights.
-
-    Returns the names of the adapted modules."""
-    regex = lora_target_regex(groups)
-    targets = [  # plain Linear layers, or layers that already carry another adapter (TLPO's experts)
-        name for name, module in model.named_modules()
-        if isinstance(module, (nn.Linear, BaseTunerLayer)) and re.fullmatch(regex, name)
-    ]
-    if not targets:
-        raise ValueError(f"no module of {type(model).__name__} matches the LoRA targets {list(groups)}")
-    config = LoraConfig(r=rank, lora_alpha=alpha, target_modules=regex, lora_dropout=0.0, init_lora_weights=True)
-    with warnings.catch_warnings():
-        # TLPO puts one adapter per expert on the same layers on purpose; peft warns at every adapter after the first
-        warnings.filterwarnings("ignore", message="Already found a `peft_config` attribute")
-        inject_adapter_in_model(config, model, adapter_name=adapter_name)
-    for name, parameter in model.named_parameters():
-        parameter.requires_grad_(f"lora_A.{adapter_name}." in name or f"lora_B.{adapter_name}." in name)
-    return targets
-
-
-def lora_layers(model: nn.Module) -> list[BaseTunerLayer]:
-    return [module for module in model.modules() if isinstance(module, BaseTunerLayer)]
-
-
-@contextmanager
-def adapters_disabled(model: nn.Module) -> Iterator[nn.Module]:
-    """The reference policy: the same weights, every adapter off (restored on exit, even after an error)."""
-    layers = lora_layers(model)
-    if not layers:
-        raise ValueError("the model has no LoRA adapters: the reference would equal the policy")
-    for layer in layers:
-        layer.enable_adapters(False)
-    try:
-        yield model
-    finally:
-        for layer in layers:
-            layer.enable_adapters(True)
-
-
-def lora_state_dict(model: nn.Module, adapter_name: str = "dpo") -> dict[str, torch.Tensor]:
-    """The adapter's weights only (peft's naming, adapter name stripped): what a checkpoint stores."""
-    return {k: v.detach().contiguous() for k, v in get_peft_model_state_dict(model, adapter_name=adapter_name).items()}
-
-
-def load_lora_state_dict(model: nn.Module, state: dict[str, torch.Tensor], adapter_name: str = "dpo") -> None:
-    result = set_peft_model_state_dict(model, state, adapter_name=adapter_name)
-    unexpected = [k for k in getattr(result, "unexpected_keys", []) if "lora_" in k]
-    if unexpected:
-        raise ValueError(f"LoRA state has keys the model does not: {unexpected[:5]}")
-
-
 # ----------------------------------------------------------------------------- one batch of pairs
 
 
@@ -164,7 +93,7 @@ def pair_velocity_errors(
         ref_latents=twice(batch.get("ref", winner[:, :, :1])),
         audio_feats=twice(batch.get("audio")) if modulation.audio.enabled else None,
         pose=twice(batch.get("pose")) if modulation.skeleton.enabled else None,
-        text_emb=text_emb.expand(2 * p, -1, -1),
+        text_emb=text_emb.to(x_t.device).expand(2 * p, -1, -1),  # the loop moves only the batch
     )
     err = flow_matching_loss(velocity, target, reduction="per_sample")
     return err[:p], err[p:]
@@ -179,17 +108,3 @@ def dpo_step_loss(
         ref_w, ref_l = pair_velocity_errors(model, batch, text_emb)
     return flow_dpo_loss(policy_w, policy_l, ref_w, ref_l, beta)
 
-
-def merge_lora(model: nn.Module) -> int:
-    """Fold the active adapters into the base weights and drop the LoRA wrappers: a plain model again, which saves
-    and loads like any other (the DPO variant exports as merged weights). Returns the number of merged layers."""
-    merged = 0
-    for name, module in list(model.named_modules()):
-        if isinstance(module, BaseTunerLayer):
-            module.merge()
-            parent_name, _, child = name.rpartition(".")
-            setattr(model.get_submodule(parent_name) if parent_name else model, child, module.get_base_layer())
-            merged += 1
-    if hasattr(model, "peft_config"):
-        del model.peft_config
-    return merged

@@ -1,7 +1,7 @@
 """The one training loop of every stage (VAE pretrain, DiT pretrain, phase 1/2, DPO, TLPO).
 
 Runs the same on 1 CPU process, 2 CPU processes (`accelerate launch` + gloo) and N GPUs (DDP; FSDP2 through the
-same calls, untested here). A stage supplies a model, a batch function and a loss function:
+same calls, untested here). A stage supplies an objective (objective.py) and a batch function:
 
 - Batches. `batch_fn(step, micro, rows, generator)` returns this process's rows of the GLOBAL micro-batch
   number `micro` of optimizer step `step`. The global micro-batch has `cfg.batch_size` rows; process r of N owns
@@ -12,18 +12,18 @@ same calls, untested here). A stage supplies a model, a batch function and a los
   processes, and a resumed run sees exactly the batches the interrupted one would have seen (the data position
   is a function of the step). `rows.sample_ids` numbers samples globally across steps, for data that is indexed
   rather than drawn: with it, batch 8 x accum 1 and batch 4 x accum 2 see the same samples.
-- Loss. `loss_fn(model, batch) -> (scalar loss, {name: float})` with the batch on the device. The loss must be a
-  mean over this process's rows (the gradients are then averaged over processes and micro-batches, so a step
-  sees the mean over batch_size * grad_accum samples). `model` is the prepared (DDP-wrapped) module: call it,
-  reach attributes through `unwrap(model)`. Use the batch's random draws, not the global RNG, for anything that
-  must match across process counts.
+- Loss. `model(batch) -> (scalar loss, {name: float})` with the batch on the device: the model is an
+  `Objective` (or any module with that forward), so the loss is computed inside the prepared (DDP/FSDP) module's
+  forward. The loss must be a mean over this process's rows (the gradients are then averaged over processes and
+  micro-batches, so a step sees the mean over batch_size * grad_accum samples). Use the batch's random draws,
+  not the global RNG, for anything that must match across process counts.
 - Optimiser. AdamW over the trainable parameters (cfg.optim), LambdaLR schedule (linear warmup, then constant or
   cosine, stepped once per optimizer step), gradient clipping on the global norm, non-finite gradient norm ->
   FloatingPointError (every process sees the same all-reduced norm, so all stop together).
 - Checkpoints (checkpoint.py) every `checkpoint_every` steps and at the last step, main process writes; a call
   on a ckpt_dir that holds checkpoints resumes from the newest (weights, optimizer, scheduler, RNG, step).
-- Logging every `log_every` steps and at the last step via log_fn (main process only): loss and the loss_fn's
-  metrics averaged over the window's micro-batches and over processes, lr, grad_norm, samples/s, s/step.
+- Logging every `log_every` steps and at the last step via log_fn (main process only): loss and the
+  objective's metrics averaged over the window's micro-batches and over processes, lr, grad_norm, samples/s, s/step.
 
 The process-level contract: the launched script ends with `end_distributed()` (gloo otherwise sometimes aborts
 at exit); run_training itself never tears the process group down, so one process can run several stages.
@@ -50,16 +50,14 @@ from tqdm.auto import tqdm
 from components.config import OptimConfig, TrainLoopConfig
 from components.train.checkpoint import (
     CheckpointError,
-    RngState,
-    capture_rng_state,
     clean_partial_checkpoints,
     find_latest_checkpoint,
     gather_training_state,
     load_checkpoint,
     read_checkpoint_state,
-    restore_rng_state,
     save_checkpoint,
 )
+from components.train.rng_state import RngState, capture_rng_state, restore_rng_state
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +91,6 @@ class BatchSlice:
 
 BatchFn = Callable[[int, int, BatchSlice, torch.Generator], dict[str, torch.Tensor]]
 GlobalBatchFn = Callable[[int, int, int, torch.Generator], dict[str, torch.Tensor]]
-LossFn = Callable[[nn.Module, dict[str, torch.Tensor]], tuple[torch.Tensor, dict[str, float]]]
 
 
 def sliced(global_fn: GlobalBatchFn) -> BatchFn:
@@ -124,6 +121,10 @@ class TrainResult:
     samples_per_s: float  # global samples / seconds spent in training steps (no checkpoint/sample time)
     seconds: float  # wall-clock of the whole call
     history: list[dict] = field(default_factory=list)  # one entry per log: {"step": n, "loss": ..., ...}
+
+    def summary(self) -> dict[str, float]:
+        """What a stage reports of its training run."""
+        return {"final_loss": self.final_loss, "samples_per_s": self.samples_per_s, "seconds": self.seconds}
 
 
 # ---------------------------------------------------------------- helpers
@@ -225,7 +226,6 @@ def run_training(
     model: nn.Module,
     trainable: list[nn.Parameter] | None = None,
     batch_fn: BatchFn,
-    loss_fn: LossFn,
     cfg: TrainLoopConfig,
     ckpt_dir: Path | str,
     log_fn: Callable[[int, dict[str, float]], None] | None = None,
@@ -330,9 +330,9 @@ def run_training(
             last_micro = micro == cfg.grad_accum - 1
             with nullcontext() if last_micro else acc.no_sync(wrapped):
                 with acc.autocast():
-                    loss, metrics = loss_fn(wrapped, batch)
+                    loss, metrics = wrapped(batch)
                 if loss.dim() != 0:
-                    raise ValueError(f"{name}: loss_fn must return a scalar loss, got shape {tuple(loss.shape)}")
+                    raise ValueError(f"{name}: the objective must return a scalar loss, got shape {tuple(loss.shape)}")
                 acc.backward(loss / cfg.grad_accum)
             loss_sum += loss.detach().float()
             for key, value in metrics.items():
@@ -358,7 +358,7 @@ def run_training(
             keys = sorted(metric_sums)
             packed = torch.stack([loss_sum, torch.tensor(float(n_micro), device=acc.device),
                                   *[torch.tensor(metric_sums[k], device=acc.device) for k in keys]])
-            packed = acc.reduce(packed, reduction="sum")  # same keys on every process (same loss_fn)
+            packed = acc.reduce(packed, reduction="sum")  # same keys on every process (same objective)
             count = packed[1].item()
             entry = {"step": done, "loss": packed[0].item() / count}
             entry.update({k: v / count for k, v in zip(keys, packed[2:].tolist())})

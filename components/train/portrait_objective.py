@@ -11,8 +11,9 @@ from __future__ import annotations
 import torch
 
 from components.config import FlowTrainConfig
+from components.model.flow import add_noise, sigma_to_timestep
 from components.model.portrait import PortraitModel
-from components.train.flow_matching import add_noise, flow_matching_loss, sample_timesteps, sigma_to_timestep
+from components.train.flow_matching import flow_matching_loss, sample_timesteps
 
 
 def global_flow_batch(
@@ -50,7 +51,7 @@ def flow_loss(
         ref_latents=latents[:, :, :1],
         audio_feats=batch["audio"] if modulation.audio.enabled else None,
         pose=batch["pose"] if modulation.skeleton.enabled else None,
-        text_emb=text_emb.expand(latents.shape[0], -1, -1),
+        text_emb=text_emb.to(latents.device).expand(latents.shape[0], -1, -1),  # the loop moves only the batch
         drop_audio=batch["drop_audio"] if modulation.audio.enabled else None,
         drop_pose=batch["drop_pose"] if modulation.skeleton.enabled else None,
     )

@@ -22,13 +22,13 @@ import torch
 from diffusers import AutoencoderKLWan
 
 from components.config import VaePretrainConfig
-from components.data.windows import MOUTH_BOX_SCALE, Window
-from components.evaluation.mouth import mouth_opening_from_pixels, pearson
+from components.data.mouth_box import mouth_box_centre_size
+from components.data.mouth_pixels import mouth_opening_from_pixels, pearson
+from components.data.windows import Window
 from components.model.vae import decode_latents, encode_video, temporal_ratio, to_uint8_frames, to_vae_input
 
 __all__ = [
     "box_mask",
-    "mouth_box_centre_size",
     "mouth_mask_for",
     "reconstruct",
     "reconstruction_report",
@@ -69,14 +69,6 @@ def window_batch(windows: Sequence[Window]) -> tuple[torch.Tensor, torch.Tensor]
     frames = torch.from_numpy(np.stack([w.frames for w in windows]))
     masks = torch.from_numpy(np.stack([mouth_mask_for(w) for w in windows]))
     return frames, masks
-
-
-def mouth_box_centre_size(mouth_box: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Inverse of `windows.mouth_boxes`: per-frame mouth centre [T,2] and truth-style mouth size [T,2]."""
-    box = np.asarray(mouth_box, np.float64).reshape(-1, 4)
-    centre = (box[:, :2] + box[:, 2:]) / 2
-    size = (box[:, 2:] - box[:, :2]) / np.asarray(MOUTH_BOX_SCALE)
-    return centre, size
 
 
 # ----------------------------------------------------------------------------- loss

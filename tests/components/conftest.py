@@ -9,7 +9,6 @@ import torch
 
 from components.config import (
     AudioModulationConfig,
-    ModulationConfig,
     Params,
     PortraitModelConfig,
     SamplingConfig,
@@ -35,16 +34,17 @@ def _trained_looking(model, seed: int = 1):
 def make_tiny_bundle() -> Callable[..., object]:
     """make(features="wav2vec"|"mel", skeleton=False) -> a ModelBundle of tiny random parts (defaults' sizes)."""
     from components.model.bundle import BundleMeta, ModelBundle
-    from components.model.portrait import PortraitModel, TextEncoder
+    from components.model.portrait import PortraitModel
+    from components.model.text_encoder import TextEncoder
     from components.model.vae import build_vae, set_latent_stats
 
     def make(features: str = "wav2vec", skeleton: bool = False) -> ModelBundle:
         if features == "wav2vec":
-            audio = AudioModulationConfig()  # tiny wav2vec2: 2 tokens x 32 per frame
+            audio = AudioModulationConfig(in_dim=32, tokens_per_frame=2)  # tiny wav2vec2: 2 tokens x 32 per frame
         else:
             audio = AudioModulationConfig(in_dim=40, tokens_per_frame=4)  # log-mel: 4 frames x 40 mels per frame
         sk = SkeletonModulationConfig(enabled=skeleton, n_joints=10, grid=(2, 2), n_down=1, channels=8, feat_dim=8)
-        cfg = PortraitModelConfig(modulation=ModulationConfig(audio=audio, skeleton=sk))
+        cfg = PortraitModelConfig.tiny(audio=audio, skeleton=sk)
         model = _trained_looking(PortraitModel.from_config(cfg)).eval()
         vae = build_vae(VaeConfig())
         z = vae.config.z_dim

@@ -52,3 +52,19 @@ def test_wan_backbone_dims_build_the_14b_transformer_shape():
     d, clip = 5120, 1280
     image_context = 40 * (2 * (d * d + d) + d) + (2 * clip + clip * clip + clip + clip * d + d + 2 * d)
     assert n + image_context == 16_394_878_784
+
+
+def test_wan_shards_and_validation_thresholds_follow_their_one_source():
+    params = load_params(WAN)
+    assert params.data.shards == params.shard.output == "s3://talkalign-data/shards"
+    assert params.validation.min_duration_s == params.ingest.min_duration_s == 3.3  # one 81-frame window
+    assert (params.validation.fps, params.validation.resolution) == (params.ingest.fps, params.ingest.resolution)
+
+
+def test_wan_profile_names_every_stage_output():
+    """The output paths are params (dvc.yaml reads them from the profile file): the wan file lists them too."""
+    wan = yaml.safe_load(WAN.read_text())
+    for section, keys in {"pretrain_vae": ("output", "metrics_path"), "pretrain_dit": ("output",),
+                          "phase1": ("output",), "phase2": ("output", "base_model"),
+                          "tlpo": ("output", "report_path", "figure_path")}.items():
+        assert set(keys) <= set(wan[section]), section

@@ -8,10 +8,8 @@ from __future__ import annotations
 import csv
 import io
 import json
-import logging
 import os
 import re
-import shutil
 import signal
 import socket
 import subprocess
@@ -25,18 +23,9 @@ import pytest
 import yaml
 from prefect import flow
 
-from components.config import Params, ShardConfig, load_params
-from flows.pipeline import (
-    DvcFailed,
-    PipelineParameters,
-    ServiceUnreachable,
-    check_services,
-    dvc_command,
-    hydra_value,
-    metrics_table,
-    promotion_markdown,
-    run_streaming,
-)
+from components.config import Params, ShardConfig
+from components.pipeline.dvc_process import ServiceUnreachable
+from flows.pipeline import check_services
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -114,109 +103,12 @@ def prefect_server(tmp_path_factory):
 @pytest.fixture
 def prefect_api(prefect_server):
     """This process's Prefect client and flows use the started server."""
-    from prefect.settings import PREFECT_API_URL, temporary_settings
-
     from prefect.logging.handlers import APILogHandler
+    from prefect.settings import PREFECT_API_URL, temporary_settings
 
     with temporary_settings({PREFECT_API_URL: prefect_server}):
         yield prefect_server
         APILogHandler().flush()  # send this test's flow-run logs while the server is still there
-
-
-# ----------------------------------------------------------------------------- commands and parameters
-
-
-def test_dvc_command_is_repro_or_an_experiment():
-    assert dvc_command(PipelineParameters()) == ["dvc", "repro"]
-    assert dvc_command(PipelineParameters(stages=["shard"], force=True)) == ["dvc", "repro", "--force", "shard"]
-    run = PipelineParameters(
-        overrides={"world.n_identities": 4, "phase1.optim.lr": 1e-05}, stages=["phase1@reshape"], experiment_name="lr"
-    )
-    assert dvc_command(run) == [
-        "dvc", "exp", "run", "--name", "lr", "-S", "++world.n_identities=4", "-S", "++phase1.optim.lr=1.0e-05",
-        "phase1@reshape",
-    ]
-    assert PipelineParameters(profile="params.wan.yaml").is_experiment  # the profile replaces params.yaml
-    assert PipelineParameters(stages=[]).stages is None
-
-
-def test_overrides_reach_params_yaml_with_their_types(tmp_path):
-    """What `dvc exp run -S` writes into params.yaml loads as the same Params as load_params(overrides)."""
-    from dvc.utils.hydra import apply_overrides
-
-    overrides = {
-        "world.n_identities": 4,
-        "world.speech": "syllables",
-        "world.syllable_rate_hz": [2.5, 6.0],
-        "phase1.optim.lr": 1e-05,
-        "phase1.optim.weight_decay": 0.01,  # not in params.yaml: ++ adds it
-        "phase1.gradient_checkpointing": True,
-        "vae.pretrained_path": None,
-        "ingest.audio.pretrained_path": "/models/it's here",
-        "evaluation.models.phase2": "models/phase2b",
-    }
-    cmd = dvc_command(PipelineParameters(overrides=overrides))
-    params_file = tmp_path / "params.yaml"
-    shutil.copy(REPO / "params.yaml", params_file)
-    apply_overrides(str(params_file), [cmd[i + 1] for i, arg in enumerate(cmd) if arg == "-S"])
-    assert load_params(params_file) == load_params(REPO / "params.yaml", overrides)
-
-
-@pytest.mark.parametrize(
-    "bad",
-    [
-        {"profile": "../params.yaml"},
-        {"profile": "/etc/params.yaml"},
-        {"profile": "params.json"},
-        {"overrides": {"world n": 1}},
-        {"overrides": {"evaluation.models": {"phase2": "models/phase2"}}},  # DVC would merge, not replace
-        {"overrides": {"world.speech": "${oc.env:HOME}"}},
-        {"stages": ["--force"]},
-        {"stages": ["shard; rm -rf ."]},
-        {"unknown": 1},
-    ],
-)
-def test_parameters_reject_what_dvc_should_never_see(bad):
-    with pytest.raises(ValueError):
-        PipelineParameters(**bad)
-
-
-def test_values_hydra_cannot_round_trip_are_refused():
-    for value in ("${oc.env:HOME}", "both ' and \"", float("nan"), object()):
-        with pytest.raises(ValueError):
-            hydra_value(value)
-
-
-def test_a_failed_stage_raises_with_dvcs_and_the_stages_message(tmp_path):
-    for cmd in (["git", "init", "-q"], [str(BIN / "dvc"), "init", "-q"]):
-        subprocess.run(cmd, cwd=tmp_path, check=True)
-    fail = "import sys; sys.exit('talkalign broken: failed: s3://bucket/x: bucket gone')"
-    (tmp_path / "dvc.yaml").write_text(yaml.safe_dump({"stages": {"broken": {"cmd": f'{sys.executable} -c "{fail}"'}}}))
-    env = {**os.environ, "DVC_NO_ANALYTICS": "1"}
-    with pytest.raises(DvcFailed) as raised:
-        run_streaming([str(BIN / "dvc"), "repro", "broken"], tmp_path, env, logging.getLogger("test"))
-    message = str(raised.value)
-    assert re.match(r"`dvc repro broken` exited with \d+:\n", message)
-    assert not any(line.startswith("> ") for line in message.splitlines())  # not DVC's echo of the command
-    assert "talkalign broken: failed: s3://bucket/x: bucket gone" in message  # the stage's own words
-    assert "ERROR: failed to reproduce 'broken'" in message  # and DVC's
-
-
-# ----------------------------------------------------------------------------- artifacts
-
-
-def test_metrics_table_and_promotion_markdown():
-    rows = metrics_table(METRICS)
-    assert [row["model"] for row in rows] == ["phase1_reshape", "phase2"]
-    assert rows[0]["psnr"] == 21.52 and rows[1]["lip_corr_audio_zeroed"] == "-"
-    assert metrics_table({"psnr": 21.0}) == [{"metric": "psnr", "value": 21.0}]
-    assert metrics_table(None) == []
-
-    refused = promotion_markdown(PROMOTION, "reports/promotion.json")
-    assert "**refused**: talkalign version 3" in refused and "promoted: no" in refused
-    assert PROMOTION["reasons"][0] in refused and "| psnr | 20.1 | 21.0 | False |" in refused
-    assert "promoted: yes" in promotion_markdown({"promoted": True, "reasons": []}, "p.json")
-    assert "does not exist" in promotion_markdown(None, "reports/promotion.json")
 
 
 # ----------------------------------------------------------------------------- retries
@@ -225,16 +117,16 @@ def test_metrics_table_and_promotion_markdown():
 def _count_tracking_probes(monkeypatch) -> list[str]:
     """Count attempts of the real reachability probe. (Task runs read back from the Prefect API are not a
     reliable count: the client records them through an events worker that can drop items under load.)"""
-    import flows.pipeline as pipeline
+    import components.pipeline.services as services
 
     calls: list[str] = []
-    real_probe = pipeline.check_tracking_reachable
+    real_probe = services.check_tracking_reachable
 
     def counting_probe(uri: str) -> None:
         calls.append(uri)
         real_probe(uri)
 
-    monkeypatch.setattr(pipeline, "check_tracking_reachable", counting_probe)
+    monkeypatch.setattr(services, "check_tracking_reachable", counting_probe)
     return calls
 
 
@@ -297,7 +189,8 @@ def test_served_pipeline_deployment_runs_a_dvc_experiment(prefect_api, scratch_r
         )
     try:
         # The pipeline and every stage flow become deployments (registered one after the other).
-        wanted = ["pipeline/talkalign", *(f"{name}/talkalign" for name in ("synthesize", "shard", "phase1", "evaluate"))]
+        stage_flows = ("synthesize", "shard", "phase1", "evaluate")
+        wanted = ["pipeline/talkalign", *(f"{name}/talkalign" for name in stage_flows)]
         with get_client(sync_client=True) as client:
             deadline = time.monotonic() + 180
             while wanted:
@@ -347,7 +240,8 @@ def test_served_pipeline_deployment_runs_a_dvc_experiment(prefect_api, scratch_r
     table = by_key["talkalign-metrics"].data
     table = json.loads(table) if isinstance(table, str) else table
     assert [row["model"] for row in table] == ["phase1_reshape", "phase2"]
-    assert "**refused**" in by_key["talkalign-promotion"].data and PROMOTION["reasons"][0] in by_key["talkalign-promotion"].data
+    promotion = by_key["talkalign-promotion"].data
+    assert "**refused**" in promotion and PROMOTION["reasons"][0] in promotion
 
     # MLflow: the stage run is nested under the pipeline run, which knows the experiment and logged the lock.
     client = mlflow.MlflowClient(env["MLFLOW_TRACKING_URI"])

@@ -13,7 +13,7 @@ import pytest
 import yaml
 from mlflow import MlflowClient
 
-from components.registry.registry import MetricsError
+from components.registry.versions import MetricsError
 from components.tracking import TrackingUnavailable
 from flows.cli import main as cli_main
 from flows.register import register_flow
@@ -24,12 +24,20 @@ GOOD = {"sync_c": 3.0, "psnr": 20.0, "lip_corr": 0.4, "lip_err": 0.1}
 
 def _save_tiny_bundle(directory: Path, run_id: str) -> None:
     """A tiny random phase-2-like bundle (mel features); run_id changes bundle.json and so the digest."""
-    from components.config import AudioModulationConfig, ModulationConfig, Params, PortraitModelConfig, SamplingConfig, TrainingDataConfig, VaeConfig
+    from components.config import (
+        AudioModulationConfig,
+        Params,
+        PortraitModelConfig,
+        SamplingConfig,
+        TrainingDataConfig,
+        VaeConfig,
+    )
     from components.model.bundle import BundleMeta, ModelBundle, save_bundle
-    from components.model.portrait import PortraitModel, TextEncoder
+    from components.model.portrait import PortraitModel
+    from components.model.text_encoder import TextEncoder
     from components.model.vae import build_vae
 
-    cfg = PortraitModelConfig(modulation=ModulationConfig(audio=AudioModulationConfig(in_dim=40, tokens_per_frame=4)))
+    cfg = PortraitModelConfig.tiny(audio=AudioModulationConfig(in_dim=40, tokens_per_frame=4))
     params = Params(data=TrainingDataConfig(audio_features="mel"), model=cfg, sampling=SamplingConfig(steps=2))
     meta = BundleMeta.from_params(params, variant="phase2", lineage={"run_id": run_id})
     save_bundle(directory, ModelBundle(meta, PortraitModel.from_config(cfg).eval(), build_vae(VaeConfig()), TextEncoder(cfg.text)))

@@ -12,8 +12,16 @@ import pytest
 import torch
 import yaml
 
-from components.config import AudioModulationConfig, CandidatesConfig, GeneratorSpec, ModulationConfig, Params
-from components.config import PortraitModelConfig, SamplingConfig, TrainingDataConfig, VaeConfig
+from components.config import (
+    AudioModulationConfig,
+    CandidatesConfig,
+    GeneratorSpec,
+    Params,
+    PortraitModelConfig,
+    SamplingConfig,
+    TrainingDataConfig,
+    VaeConfig,
+)
 
 SETS = ("composite", "lip_sync", "motion", "quality")
 
@@ -21,11 +29,12 @@ SETS = ("composite", "lip_sync", "motion", "quality")
 def _tiny_base(directory: Path) -> None:
     """A tiny mel bundle (random weights, non-zero motion outputs so audio matters) saved as the base model."""
     from components.model.bundle import BundleMeta, ModelBundle, save_bundle
-    from components.model.portrait import PortraitModel, TextEncoder
+    from components.model.portrait import PortraitModel
+    from components.model.text_encoder import TextEncoder
     from components.model.vae import build_vae
 
     torch.manual_seed(0)
-    cfg = PortraitModelConfig(modulation=ModulationConfig(audio=AudioModulationConfig(in_dim=40, tokens_per_frame=4)))
+    cfg = PortraitModelConfig.tiny(audio=AudioModulationConfig(in_dim=40, tokens_per_frame=4))
     model = PortraitModel.from_config(cfg).eval()
     with torch.no_grad():
         for block in model.modulated_blocks():
@@ -38,7 +47,7 @@ def _tiny_base(directory: Path) -> None:
 
 def _candidates(base: Path, out_dir: Path, n_windows: int = 2) -> list[str]:
     """write_candidates on fabricated LatentCache-like windows; returns the window ids."""
-    from components.model.bundle import load_bundle
+    from components.model.loading import load_bundle
     from components.preference.candidates import write_candidates
 
     bundle = load_bundle(base)
@@ -68,7 +77,7 @@ def _candidates(base: Path, out_dir: Path, n_windows: int = 2) -> list[str]:
 @pytest.mark.slow
 def test_tlpo_flow_trains_exports_and_animates(tmp_path, monkeypatch, prefect_api_url):
     from components.inference.animate import animate
-    from components.model.bundle import load_bundle
+    from components.model.loading import load_bundle
     from flows.alignment import tlpo_flow
 
     monkeypatch.chdir(tmp_path)

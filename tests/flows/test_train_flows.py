@@ -16,6 +16,7 @@ from PIL import Image
 from components.io.video import decode_video
 from flows import data, train
 from flows.cli import main as cli_main
+from flows.dvc_deps import REPO, ReadRecorder, load_stages, undeclared_reads
 
 TINY = {
     "world": {"n_identities": 5, "clips_per_identity": 2, "duration_s": 1.2, "speech": "syllables"},
@@ -49,19 +50,27 @@ def test_training_stages_then_animate(tmp_path, monkeypatch, prefect_api_url):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     Path("params.yaml").write_text(yaml.safe_dump(_tiny_params()))
+    reads = ReadRecorder(tmp_path)  # what each stage opens, checked against its dvc.yaml deps at the end
 
-    for stage in (data.synthesize_flow, data.ingest_flow, data.validate_flow, data.shard_flow):
-        stage()
-    vae_report = train.pretrain_vae_flow()
+    for name, stage in (("synthesize", data.synthesize_flow), ("ingest", data.ingest_flow),
+                        ("validate", data.validate_flow), ("shard", data.shard_flow)):
+        with reads.stage(name):
+            stage()
+    with reads.stage("pretrain_vae"):
+        vae_report = train.pretrain_vae_flow()
     assert {"psnr", "train_windows"} <= set(vae_report)
     assert json.loads(Path("reports/pretrain_vae.json").read_text())["psnr"] == pytest.approx(vae_report["psnr"])
-    train.latents_flow()
+    with reads.stage("latents"):
+        train.latents_flow()
     assert {p.name for p in Path("data/latents").iterdir()} >= {"train.safetensors", "val.safetensors", "test.safetensors"}
-    train.pretrain_dit_flow()
+    with reads.stage("pretrain_dit"):
+        train.pretrain_dit_flow()
     for variant in ("reshape", "half", "downsample"):
-        train.phase1_flow(variant=variant)
+        with reads.stage(f"phase1@{variant}"):
+            train.phase1_flow(variant=variant)
         assert (Path("models/phase1") / variant / "bundle.json").exists()
-    phase2 = train.phase2_flow()
+    with reads.stage("phase2"):
+        phase2 = train.phase2_flow()
     assert phase2["trained_tensors"] > 0
 
     # Phase 2 trains only the skeleton layers: the audio modulation equals phase 1's.
@@ -76,15 +85,20 @@ def test_training_stages_then_animate(tmp_path, monkeypatch, prefect_api_url):
     from flows.evaluate import evaluate_flow
     from flows.experts import sync_expert_flow
 
-    expert = sync_expert_flow()
+    with reads.stage("sync_expert"):
+        expert = sync_expert_flow()
     assert 0 <= expert["val_offset_acc"] <= 1 and Path("models/sync_expert/model.safetensors").exists()
     assert json.loads(Path("reports/sync_expert.json").read_text())["val_clips"] > 0
 
-    preference_stages_then_dpo()
+    preference_stages_then_dpo(reads)
 
-    evaluate_flow()
+    with reads.stage("evaluate"):
+        evaluate_flow()
+    # dvc.yaml's data deps are true: no stage read a file that is not its dep, output or params file.
+    assert undeclared_reads(reads, load_stages(REPO / "dvc.yaml", params=_tiny_params())) == {}
     metrics = json.loads(Path("reports/metrics.json").read_text())
-    assert {"ground_truth", "vae_reconstruction", "phase1_reshape", "phase1_half", "phase1_downsample", "phase2", "dpo", "tlpo", "tlpo_uniform"} <= set(metrics)
+    assert {"ground_truth", "vae_reconstruction", "phase1_reshape", "phase1_half", "phase1_downsample", "phase2", "dpo", "tlpo",
+            "tlpo_uniform"} <= set(metrics)
     assert metrics["ground_truth"]["lip_corr"] > 0.9  # the pixel measure itself reads true frames correctly
     for name in ("phase1_reshape", "phase2", "dpo", "tlpo"):
         assert {"sync_c", "sync_d", "sync_offset", "lip_corr", "lip_err", "psnr", "ssim", "lip_corr_audio_zeroed",
@@ -131,17 +145,19 @@ def test_training_stages_then_animate(tmp_path, monkeypatch, prefect_api_url):
     assert samples == ["samples/sample-step-000002.mp4"]  # sample_every=2 over 2 steps
 
 
-def preference_stages_then_dpo() -> None:
+def preference_stages_then_dpo(reads: ReadRecorder) -> None:
     """candidates -> annotate (simulated rater) -> pairs -> dpo, on the tiny pipeline's phase-1/2 models."""
     import pandas as pd
 
     from flows import alignment, preference
 
-    preference.candidates_flow()
+    with reads.stage("candidates"):
+        preference.candidates_flow()
     index = json.loads(Path("data/candidates/index.json").read_text())
     assert len(index["windows"]) == 3 and all(len(ids) == 6 for ids in index["windows"].values())  # 5 generators, 2 seeds of one
 
-    preference.annotate_flow()
+    with reads.stage("annotate"):
+        preference.annotate_flow()
     scores = pd.read_csv("data/ratings/scores.csv")
     assert len(scores) == 18 and (scores["n_raters"] == 3).all()
     assert scores[["lip_sync", "motion", "quality"]].stack().between(1, 5).all()
@@ -150,7 +166,8 @@ def preference_stages_then_dpo() -> None:
 
     from flows.critic import critic_flow
 
-    critic_flow()
+    with reads.stage("critic"):
+        critic_flow()
     critic = json.loads(Path("reports/critic.json").read_text())
     for dim in ("lip_sync", "motion", "quality"):
         assert {"critic_pair_acc", "baseline_pair_acc", "critic_spearman", "baseline_spearman"} <= set(critic[dim])
@@ -162,7 +179,8 @@ def preference_stages_then_dpo() -> None:
     by_critic = pd.read_csv("data/ratings_critic/scores.csv")
     assert len(by_critic) == 18 and (by_critic["n_raters"] == 1).all()
 
-    preference.pairs_flow()
+    with reads.stage("pairs"):
+        preference.pairs_flow()
     sets = {name: [json.loads(line) for line in Path(f"data/pairs/{name}.jsonl").read_text().splitlines()]
             for name in ("composite", "lip_sync", "motion", "quality")}
     assert 1 <= len(sets["composite"]) <= 3  # best_vs_worst: at most one pair per window
@@ -170,12 +188,14 @@ def preference_stages_then_dpo() -> None:
         assert pair["reward_winner"] - pair["reward_loser"] >= 0.5  # min_margin
     assert json.loads(Path("reports/pairs.json").read_text())["composite"]["pairs"] == len(sets["composite"])
 
-    summary = alignment.dpo_flow()
+    with reads.stage("dpo"):
+        summary = alignment.dpo_flow()
     assert summary["n_pairs"] == len(sets["composite"])
     assert Path("models/dpo/bundle.json").exists() and Path("models/dpo/lora.safetensors").exists()
     assert json.loads(Path("models/dpo/bundle.json").read_text())["variant"] == "dpo"
 
-    alignment.tlpo_flow()
+    with reads.stage("tlpo"):
+        alignment.tlpo_flow()
     for fusion in ("gated", "uniform"):
         assert {"tlpo.json", "experts.safetensors"} <= {p.name for p in Path("models/tlpo", fusion).iterdir()}
     assert Path("reports/tlpo.json").exists() and Path("reports/tlpo_gate.png").exists()

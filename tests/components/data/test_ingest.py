@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from components.config import IngestConfig, ValidationConfig
+from components.config import IngestConfig, KeypointConfig, ValidationConfig
 from components.data import ingest as ingest_module
 from components.data.ingest import (
     QuarantineThresholdExceeded,
@@ -23,7 +23,7 @@ from components.data.ingest import (
 from components.data.quarantine import Quarantine, read_quarantine
 from components.data.validate import validate_manifest
 from components.io.video import decode_video, write_video
-from components.model.audio_encoder import AudioEncoder
+from components.data.audio_features import AudioEncoder
 
 J = 10
 UNICODE_CLIP = "ünï cödé/clip with space.mp4"
@@ -110,7 +110,7 @@ def corpus(tmp_path_factory, encoder):
     mismatched.write_text(json.dumps({**json.loads(mismatched.read_text()), "n_frames": 99}))
     (raw / "notes.txt").write_text("not a video suffix: ignored")
 
-    cfg = IngestConfig(resolution=32, max_quarantine_fraction=1.0)
+    cfg = IngestConfig(resolution=32, max_quarantine_fraction=1.0, keypoints=KeypointConfig(extractor="json_sidecar"))
     out, quarantine = root / "ingested", root / "quarantine.jsonl"
     summary = ingest_folder(cfg, raw, out, quarantine, progress=False, encoder=encoder)
     manifest = [json.loads(line) for line in (out / "manifest.jsonl").read_text().splitlines()]
@@ -309,3 +309,25 @@ def test_quarantine_writer_commits_or_discards(tmp_path):
     assert read_quarantine(path) == rows  # the failed run did not replace the list
     assert os.listdir(tmp_path) == ["q.jsonl"]
     assert read_quarantine(tmp_path / "missing.jsonl") == []
+
+
+def test_quarantine_path_inside_out_dir_is_carried_by_the_swap(tmp_path, encoder):
+    raw, out = tmp_path / "raw", tmp_path / "out"
+    make_clip(raw / "ok.mp4")
+    make_clip(raw / "mute.mp4", audio=None)
+    cfg = IngestConfig(max_quarantine_fraction=1.0)
+    for _ in range(2):  # the second run replaces an out_dir that already holds the list
+        summary = ingest_folder(cfg, raw, out, out / "quarantine.jsonl", progress=False, encoder=encoder)
+        assert summary.n_ok == 1
+        (row,) = read_quarantine(out / "quarantine.jsonl")
+        assert row.clip == "mute.mp4" and "no audio stream" in row.reason
+    assert sorted(p.name for p in out.iterdir()) == ["clips", "manifest.jsonl", "quarantine.jsonl"]
+
+
+@pytest.mark.parametrize("name", ["manifest.jsonl", "clips/q.jsonl"])
+def test_quarantine_path_on_ingest_outputs_is_refused_up_front(tmp_path, encoder, name):
+    make_clip(tmp_path / "raw" / "ok.mp4")
+    out = tmp_path / "out"
+    with pytest.raises(ValueError, match="collides with ingest's own outputs"):
+        ingest_folder(IngestConfig(), tmp_path / "raw", out, out / name, progress=False, encoder=encoder)
+    assert not out.exists()

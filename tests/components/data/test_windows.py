@@ -9,8 +9,10 @@ import numpy as np
 import pytest
 
 from components.config import ShardConfig, WorldConfig
-from components.data.shards import decode_sample, open_split, write_shards
-from components.data.synthetic import make_clip
+from components.data.shards.reader import open_split
+from components.data.shards.sample import decode_sample
+from components.data.shards.writer import write_shards
+from components.data.synthetic.world import make_clip
 from components.data.windows import (
     MEL_LOG10_CENTRE,
     MEL_LOG10_SCALE,
@@ -113,7 +115,9 @@ def _clip(n: int = 25, truth: bool = True) -> ClipSample:
         wav2vec=rng.normal(size=(n, 2, 4)).astype(np.float32),
         mel=np.broadcast_to(np.arange(n, dtype=np.float32)[:, None, None], (n, 4, 6)).copy(),
         pose=rng.random((n, 10, 3)).astype(np.float32),
-        truth={"mouth_open": list(np.linspace(0, 1, n)), "mouth_center_px": centre.tolist(), "mouth_size_px": [8.0, 4.0]}
+        truth={
+            "mouth_open": list(np.linspace(0, 1, n)), "mouth_center_px": centre.tolist(), "mouth_size_px": [8.0, 4.0]
+        }
         if truth
         else None,
     )
@@ -134,7 +138,8 @@ def test_windows_are_aligned_slices_of_the_clip():
         # Box centred on the truth's mouth centre, half-size MOUTH_BOX_SCALE * size / 2.
         centre = np.asarray(clip.truth["mouth_center_px"])[sl]
         np.testing.assert_allclose((w.mouth_box[:, :2] + w.mouth_box[:, 2:]) / 2, centre, atol=1e-4)
-        np.testing.assert_allclose(w.mouth_box[:, 2:] - w.mouth_box[:, :2], np.tile([8.0, 4.0], (9, 1)) * MOUTH_BOX_SCALE, rtol=1e-5)
+        size = np.tile([8.0, 4.0], (9, 1)) * MOUTH_BOX_SCALE
+        np.testing.assert_allclose(w.mouth_box[:, 2:] - w.mouth_box[:, :2], size, rtol=1e-5)
 
 
 def test_short_clips_and_clips_without_truth():

@@ -7,11 +7,11 @@ import pytest
 from scipy.ndimage import gaussian_filter
 
 from components.config import WorldConfig
-from components.data.synthetic import make_clip
+from components.data.mouth_box import mouth_box_centre_size
+from components.data.mouth_pixels import mouth_opening_from_pixels, pearson
+from components.data.synthetic.world import make_clip
 from components.data.windows import mouth_boxes
-from components.evaluation.mouth import mouth_opening_from_pixels, pearson
 from components.evaluation.mouth_reader import MouthReader, fit_mouth_reader, mouth_crops
-from components.train.vae_objective import mouth_box_centre_size
 
 
 def _clips(identities: range) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -19,7 +19,8 @@ from components.inference.animate import (
 )
 from components.io.audio import log_mel
 from components.io.video import decode_video, write_video
-from components.model.bundle import ModelBundle, load_bundle, save_bundle
+from components.model.bundle import ModelBundle, save_bundle
+from components.model.loading import load_bundle
 from flows.cli import main as cli_main
 
 FPS, RES, SR = 25, 64, 16_000

@@ -13,7 +13,7 @@ from components.model.bundle import (
     BundleError,
     ModelBundle,
     find_bundle_dir,
-    load_bundle,
+    load_plain_bundle,
     resolve_model_uri,
     save_bundle,
 )
@@ -58,7 +58,7 @@ def assert_same_outputs(a: ModelBundle, b: ModelBundle) -> None:
 
 def test_round_trip_gives_identical_outputs(saved):
     bundle, path = saved
-    loaded = load_bundle(path)
+    loaded = load_plain_bundle(path)
     assert loaded.path == path.resolve()
     assert loaded.meta == bundle.meta
     assert loaded.meta.lineage == {"run_id": "abc", "phase": "phase1"}
@@ -92,7 +92,7 @@ def test_mel_bundle_with_skeleton_round_trip(tmp_path, make_tiny_bundle):
     bundle = make_tiny_bundle("mel", skeleton=True)
     path = save_bundle(tmp_path / "mel", bundle)
     assert not (path / "audio_encoder").exists()  # mel needs no encoder
-    loaded = load_bundle(path)
+    loaded = load_plain_bundle(path)
     assert loaded.audio_encoder is None
     assert loaded.meta.audio == BundleAudio(features="mel", n_mels=40, tokens_per_frame=4)
     assert_same_outputs(bundle, loaded)
@@ -114,8 +114,17 @@ def test_save_replaces_atomically_and_refuses_misfits(tmp_path, make_tiny_bundle
     small_vae.vae = build_vae(VaeConfig(z_dim=8))
     with pytest.raises(BundleError, match="VAE has 8 latent channels, the model expects 16"):
         save_bundle(target, small_vae)
+    for clash in ({BUNDLE_FILE: b"{}"}, {"vae": b""}, {"../outside.json": b""}):
+        with pytest.raises(BundleError, match="extra files"):
+            save_bundle(target, make_bundle(), extra_files=clash)
     assert (target / BUNDLE_FILE).read_text() == before  # the good bundle is untouched
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bundle"]
+
+
+def test_extra_files_are_saved_inside_the_bundle(tmp_path, make_tiny_bundle):
+    path = save_bundle(tmp_path / "bundle", make_tiny_bundle("mel"), extra_files={"notes.json": b'{"a": 1}'})
+    assert json.loads((path / "notes.json").read_text()) == {"a": 1}
+    assert load_plain_bundle(path).meta.variant == "tiny-mel"  # a part the plain loader does not know is left alone
 
 
 def copy_of(path: Path, tmp_path: Path) -> Path:
@@ -125,40 +134,40 @@ def copy_of(path: Path, tmp_path: Path) -> Path:
 def test_load_errors_name_the_problem(saved, tmp_path):
     _, path = saved
     with pytest.raises(BundleError, match="nowhere: no such file or directory"):
-        load_bundle(tmp_path / "nowhere")
+        load_plain_bundle(tmp_path / "nowhere")
     (tmp_path / "empty").mkdir()
     with pytest.raises(BundleError, match="empty: not a talkalign model"):
-        load_bundle(tmp_path / "empty")
+        load_plain_bundle(tmp_path / "empty")
     (tmp_path / "file.bin").write_bytes(b"\0" * 10)
     with pytest.raises(BundleError, match="not a talkalign model"):
-        load_bundle(tmp_path / "file.bin")
+        load_plain_bundle(tmp_path / "file.bin")
 
     bad = copy_of(path, tmp_path)
     meta = json.loads((bad / BUNDLE_FILE).read_text())
     (bad / BUNDLE_FILE).write_text(json.dumps({**meta, "format": "other-v9"}))
     with pytest.raises(BundleError, match=r"bundle.json: not a talkalign bundle \(format 'other-v9'"):
-        load_bundle(bad)
+        load_plain_bundle(bad)
     (bad / BUNDLE_FILE).write_text("{not json")
     with pytest.raises(BundleError, match="bundle.json: not valid JSON"):
-        load_bundle(bad)
+        load_plain_bundle(bad)
     (bad / BUNDLE_FILE).write_text(json.dumps({**meta, "frames": 16}))
     with pytest.raises(BundleError, match="frames must be 4k\\+1"):
-        load_bundle(bad)
+        load_plain_bundle(bad)
     (bad / BUNDLE_FILE).write_text(json.dumps(meta))
 
     shutil.rmtree(bad / "vae")
     with pytest.raises(BundleError, match=r"incomplete bundle, missing vae/config.json"):
-        load_bundle(bad)
+        load_plain_bundle(bad)
     shutil.copytree(path / "vae", bad / "vae")
     (bad / "audio_encoder" / "model.safetensors").unlink()
     with pytest.raises(BundleError, match=r"missing audio_encoder/\*.safetensors"):
-        load_bundle(bad)
+        load_plain_bundle(bad)
     shutil.copy(path / "audio_encoder" / "model.safetensors", bad / "audio_encoder")
     (bad / "transformer" / "pytorch_model.bin").write_bytes(b"pickle")
     with pytest.raises(BundleError, match=r"refusing pickle-format weight files \['transformer/pytorch_model.bin'\]"):
-        load_bundle(bad)
+        load_plain_bundle(bad)
     (bad / "transformer" / "pytorch_model.bin").unlink()
-    assert load_bundle(bad).meta.variant == "tiny-wav2vec"  # repaired: loads again
+    assert load_plain_bundle(bad).meta.variant == "tiny-wav2vec"  # repaired: loads again
 
 
 def test_load_errors_on_shape_mismatch(saved, tmp_path):
@@ -175,7 +184,7 @@ def test_load_errors_on_shape_mismatch(saved, tmp_path):
             tensors[name] = torch.zeros(t.shape[0] + 1, *t.shape[1:]) if widened else t
     save_file(tensors, str(bad / "modulation.safetensors"))
     with pytest.raises(BundleError, match=r"cannot load bundle: .*motion.audio.project.proj.* has shape"):
-        load_bundle(bad)
+        load_plain_bundle(bad)
 
     other = copy_of(path, tmp_path / "x")
     meta = json.loads((other / BUNDLE_FILE).read_text())
@@ -183,7 +192,7 @@ def test_load_errors_on_shape_mismatch(saved, tmp_path):
     meta["audio"]["tokens_per_frame"] = 3
     (other / BUNDLE_FILE).write_text(json.dumps(meta))
     with pytest.raises(BundleError, match=r"parts do not fit together: wav2vec features are 3 x 32 per frame"):
-        load_bundle(other)
+        load_plain_bundle(other)
 
 
 def test_finds_bundle_inside_mlflow_layouts(saved, tmp_path):
@@ -238,7 +247,7 @@ def test_resolves_mlflow_registry_and_run_uris(saved, tmp_path, monkeypatch):
     for i, model_uri in enumerate(uris):
         local = resolve_model_uri(model_uri, tracking_uri=uri, dst_path=tmp_path / "download" / str(i))
         assert json.loads((local / BUNDLE_FILE).read_text())["variant"] == "tiny-wav2vec", model_uri
-    assert load_bundle("models:/talkalign-test@champion", tracking_uri=uri).meta.lineage["run_id"] == "abc"
+    assert load_plain_bundle("models:/talkalign-test@champion", tracking_uri=uri).meta.lineage["run_id"] == "abc"
     with pytest.raises(BundleError, match="models:/talkalign-test@nobody: cannot fetch from MLflow at sqlite"):
         resolve_model_uri("models:/talkalign-test@nobody", tracking_uri=uri)
 

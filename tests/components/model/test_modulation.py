@@ -1,14 +1,12 @@
 import pytest
 import torch
 
+from components.config import AudioModulationConfig, SkeletonModulationConfig
 from components.model.modulation import (
     AudioModulation,
-    AudioModulationConfig,
     FrameAlignedCrossAttention,
     MotionProjection,
     SkeletonModulation,
-    SkeletonModulationConfig,
-    condition_dropout_mask,
     frame_window,
     group_frames,
     kept_slots,
@@ -101,15 +99,6 @@ def test_condition_dropout_replaces_only_dropped_rows(null):
     assert torch.equal(out[0], null_tokens) and torch.equal(out[2], null_tokens)
     if null == "zero":
         assert not out[0].any()
-
-
-def test_dropout_mask_is_seeded_and_has_the_right_rate():
-    a = condition_dropout_mask(4000, 0.1, torch.Generator().manual_seed(0))
-    b = condition_dropout_mask(4000, 0.1, torch.Generator().manual_seed(0))
-    assert torch.equal(a, b) and a.dtype == torch.bool
-    assert 0.08 < a.float().mean().item() < 0.12
-    with pytest.raises(ValueError):
-        condition_dropout_mask(4, 1.5)
 
 
 def test_audio_modulation_with_window():

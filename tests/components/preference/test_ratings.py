@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 
-import pandas as pd
 import pytest
 
 from components.preference.ratings import RatingsError, aggregate, check_ratings, rating_sheet, read_ratings, tied_windows

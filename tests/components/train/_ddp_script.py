@@ -4,8 +4,8 @@
 
 The main process writes the final trainable weights to --out and prints one JSON line with the TrainResult.
 TALKALIGN_TEST_BATCH_SLEEP=<seconds> makes every batch_fn call sleep (so a test can kill the run mid-way).
-The test files import `build_model`, `batch_fn` and `loss_fn` from here, so in-process and launched runs train
-exactly the same thing.
+The test files import `build_model`, `batch_fn` and `loss_fn` from here (and wrap them as Objective(loss_fn, model)),
+so in-process and launched runs train exactly the same thing.
 """
 
 from __future__ import annotations
@@ -26,7 +26,8 @@ if str(REPO) not in sys.path:  # launched as a script: make `components` importa
     sys.path.insert(0, str(REPO))
 
 from components.config import OptimConfig, TrainLoopConfig  # noqa: E402
-from components.train.loop import BatchSlice, end_distributed, run_training, sliced  # noqa: E402
+from components.train.loop import end_distributed, run_training, sliced  # noqa: E402
+from components.train.objective import Objective  # noqa: E402
 
 IN, HIDDEN, OUT = 4, 16, 3
 TRUE_W = torch.linspace(-1, 1, IN * OUT).view(IN, OUT)
@@ -77,7 +78,7 @@ def main() -> None:
     torch.set_num_threads(1)
     model = build_model(args.dropout)
     cfg = make_cfg(args.steps, args.batch_size, args.grad_accum, args.checkpoint_every)
-    result = run_training(name="tiny", model=model, trainable=None, batch_fn=batch_fn, loss_fn=loss_fn, cfg=cfg,
+    result = run_training(name="tiny", model=Objective(loss_fn, model), trainable=None, batch_fn=batch_fn, cfg=cfg,
                           ckpt_dir=args.ckpt_dir, progress=False)
     from accelerate import PartialState
 

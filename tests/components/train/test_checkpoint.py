@@ -15,16 +15,14 @@ from safetensors import safe_open
 import components.train.checkpoint as ckpt
 from components.train.checkpoint import (
     CheckpointError,
-    capture_rng_state,
     clean_partial_checkpoints,
     find_latest_checkpoint,
-    flatten_state,
     gather_training_state,
     list_checkpoints,
     load_latest_checkpoint,
     save_checkpoint,
-    unflatten_state,
 )
+from components.train.rng_state import capture_rng_state
 
 
 class Tiny(nn.Module):
@@ -191,14 +189,3 @@ def test_damaged_checkpoint_gives_a_clear_error(tmp_path: Path):
 
 def test_no_checkpoint_returns_none(tmp_path: Path):
     assert load_latest_checkpoint(tmp_path / "absent", *_trained(steps=1)) is None
-
-
-def test_flatten_round_trips_int_keys_tuples_and_rejects_objects():
-    tree = {"state": {0: {"step": 3, "m": torch.ones(2)}}, "groups": [{"betas": (0.9, 0.99), "lr": None}]}
-    skeleton, tensors = flatten_state(tree)
-    json.dumps(skeleton)  # JSON-able
-    back = unflatten_state(json.loads(json.dumps(skeleton)), tensors)
-    assert back["groups"] == [{"betas": (0.9, 0.99), "lr": None}]
-    assert back["state"][0]["step"] == 3 and torch.equal(back["state"][0]["m"], torch.ones(2))
-    with pytest.raises(TypeError, match="groups/0/fn: cannot store a function"):
-        flatten_state({"groups": [{"fn": lambda: 0}]})

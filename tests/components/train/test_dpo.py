@@ -1,5 +1,5 @@
 """Flow-DPO: the loss by hand, log 2 at zero adapters, one step moves the policy towards the winner, and the
-reference is the same weights with the adapters off."""
+reference is the same weights with the adapters off (the adapters themselves: tests/components/model/test_adapters.py)."""
 
 from __future__ import annotations
 
@@ -8,25 +8,17 @@ import math
 import pytest
 import torch
 
-from components.config import AudioModulationConfig, ModulationConfig, PortraitModelConfig
+from components.config import AudioModulationConfig, PortraitModelConfig
+from components.model.adapters import adapters_disabled, add_lora
 from components.model.portrait import PortraitModel
-from components.train.dpo import (
-    LN2,
-    adapters_disabled,
-    add_lora,
-    dpo_step_loss,
-    flow_dpo_loss,
-    load_lora_state_dict,
-    lora_state_dict,
-    pair_velocity_errors,
-)
+from components.train.dpo import LN2, dpo_step_loss, flow_dpo_loss, pair_velocity_errors
 
 P, Z, T_LAT, H, W, T = 3, 16, 3, 4, 4, 9
 
 
 def tiny_model() -> PortraitModel:
     torch.manual_seed(0)
-    cfg = PortraitModelConfig(modulation=ModulationConfig(audio=AudioModulationConfig(in_dim=8, tokens_per_frame=2)))
+    cfg = PortraitModelConfig.tiny(audio=AudioModulationConfig(in_dim=8, tokens_per_frame=2))
     model = PortraitModel.from_config(cfg)
     with torch.no_grad():  # a trained-looking audio path (its output projection starts at zero)
         for block in model.modulated_blocks():
@@ -94,7 +86,7 @@ def test_one_step_lowers_the_winner_error_relative_to_the_loser():
     assert float(after.detach()) < LN2 and stats["implicit_acc"] > 0.5
 
 
-def test_reference_is_the_base_model_and_adapters_round_trip():
+def test_reference_is_the_base_model():
     base = tiny_model()
     batch = pair_batch(2)
     with torch.no_grad():
@@ -110,36 +102,3 @@ def test_reference_is_the_base_model_and_adapters_round_trip():
             ref_w, _ = pair_velocity_errors(model, batch, TEXT)
     torch.testing.assert_close(ref_w, base_w)
     assert not torch.allclose(policy_w, base_w)
-
-    state = lora_state_dict(model)
-    assert state and all("lora_" in k for k in state)
-    fresh = tiny_model()
-    add_lora(fresh, rank=2, alpha=2, groups=["attention"])
-    load_lora_state_dict(fresh, state)
-    with torch.no_grad():
-        torch.testing.assert_close(pair_velocity_errors(fresh, batch, TEXT)[0], policy_w)
-
-
-def test_unknown_target_group_is_refused():
-    with pytest.raises(ValueError, match="LoRA target groups"):
-        add_lora(tiny_model(), rank=2, alpha=2, groups=["everything"])
-
-
-def test_merged_adapters_give_the_policy_as_a_plain_model():
-    model = tiny_model()
-    add_lora(model, rank=2, alpha=2, groups=["attention", "mlp", "modulation"])
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if "lora_B" in name:
-                p.normal_(0, 0.1)
-    batch = pair_batch(3)
-    with torch.no_grad():
-        policy_w, policy_l = pair_velocity_errors(model, batch, TEXT)
-    from components.train.dpo import lora_layers, merge_lora
-
-    assert merge_lora(model) > 0 and not lora_layers(model)
-    assert not any("lora_" in n for n, _ in model.named_parameters())
-    with torch.no_grad():
-        merged_w, merged_l = pair_velocity_errors(model, batch, TEXT)
-    torch.testing.assert_close(merged_w, policy_w, rtol=1e-4, atol=1e-5)
-    torch.testing.assert_close(merged_l, policy_l, rtol=1e-4, atol=1e-5)

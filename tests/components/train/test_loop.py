@@ -22,6 +22,7 @@ from safetensors.torch import load_file
 from components.config import OptimConfig, TrainLoopConfig
 from components.train.checkpoint import CheckpointError
 from components.train.loop import BatchSlice, lr_factor, make_accelerator, run_training, step_generator
+from components.train.objective import Objective
 
 HERE = Path(__file__).resolve().parent
 SCRIPT = HERE / "_ddp_script.py"
@@ -51,7 +52,7 @@ def _train_in_process(ckpt_dir: Path, steps: int = 20, batch_size: int = 8, grad
                       dropout: float = 0.0, **kw) -> tuple[nn.Module, object]:
     model = tiny.build_model(dropout)
     cfg = tiny.make_cfg(steps, batch_size, grad_accum, checkpoint_every=5)
-    result = run_training(name="tiny", model=model, trainable=None, batch_fn=tiny.batch_fn, loss_fn=tiny.loss_fn,
+    result = run_training(name="tiny", model=Objective(tiny.loss_fn, model), trainable=None, batch_fn=tiny.batch_fn,
                           cfg=cfg, ckpt_dir=ckpt_dir, progress=False, **kw)
     return model, result
 
@@ -130,11 +131,11 @@ def test_resume_before_a_parameter_ever_had_a_gradient(tmp_path: Path):
     """The step-3 checkpoint has no AdamW state for `null`; resuming from it must not invent one."""
     cfg = tiny.make_cfg(steps=8, batch_size=4, grad_accum=1, checkpoint_every=3)
     full = WithNull()
-    run_training(name="null", model=full, trainable=None, batch_fn=_null_batch, loss_fn=_null_loss, cfg=cfg,
+    run_training(name="null", model=Objective(_null_loss, full), trainable=None, batch_fn=_null_batch, cfg=cfg,
                  ckpt_dir=tmp_path / "full", progress=False)
     shutil.copytree(tmp_path / "full/step-000003", tmp_path / "resumed/step-000003")  # as if killed at step 4
     resumed = WithNull()
-    result = run_training(name="null", model=resumed, trainable=None, batch_fn=_null_batch, loss_fn=_null_loss,
+    result = run_training(name="null", model=Objective(_null_loss, resumed), trainable=None, batch_fn=_null_batch,
                           cfg=cfg, ckpt_dir=tmp_path / "resumed", progress=False)
     assert result.resumed_from == 3
     assert not torch.equal(full.null, torch.ones(3))  # it did train after step 4
@@ -159,7 +160,7 @@ def test_grad_accumulation_matches_the_bigger_batch(tmp_path: Path):
         model = nn.Linear(5, 2)
         cfg = TrainLoopConfig(steps=6, batch_size=batch_size, grad_accum=accum, checkpoint_every=100, log_every=3,
                               optim=OptimConfig(lr=0.05, grad_clip=0.5))
-        run_training(name="accum", model=model, trainable=None, batch_fn=batch_fn, loss_fn=loss_fn, cfg=cfg,
+        run_training(name="accum", model=Objective(loss_fn, model), trainable=None, batch_fn=batch_fn, cfg=cfg,
                      ckpt_dir=tmp_path / f"{batch_size}x{accum}", progress=False)
         weights.append({k: v.detach().clone() for k, v in model.state_dict().items()})
     moved = _max_diff(weights[0], {k: torch.zeros_like(v) for k, v in weights[0].items()})
@@ -206,18 +207,18 @@ def test_frozen_params_never_change_nor_enter_the_checkpoint(tmp_path: Path):
     encoder_before = {k: v.clone() for k, v in model.encoder.state_dict().items()}
     head_before = model.head.weight.detach().clone()
     cfg = tiny.make_cfg(steps=6, batch_size=4, grad_accum=1, checkpoint_every=3)
-    run_training(name="frozen", model=model, trainable=list(model.head.parameters()), batch_fn=tiny.batch_fn,
-                 loss_fn=tiny.loss_fn, cfg=cfg, ckpt_dir=tmp_path, progress=False)
+    run_training(name="frozen", model=Objective(tiny.loss_fn, model), trainable=list(model.head.parameters()),
+                 batch_fn=tiny.batch_fn, cfg=cfg, ckpt_dir=tmp_path, progress=False)
     assert all(torch.equal(model.encoder.state_dict()[k], v) for k, v in encoder_before.items())
     assert not model.encoder.weight.requires_grad
     assert not torch.equal(model.head.weight, head_before)
     with safe_open(str(tmp_path / "step-000006/model.safetensors"), "pt") as f:
-        assert sorted(f.keys()) == ["head.bias", "head.weight"]
+        assert sorted(f.keys()) == ["model.head.bias", "model.head.weight"]  # the Objective's names
 
     # The same checkpoints into a model that trains the encoder too: refused, naming the checkpoint.
     other = FrozenFirst()
-    with pytest.raises(CheckpointError, match=r"step-000006: .*not in the checkpoint: encoder.bias, encoder.weight"):
-        run_training(name="frozen", model=other, trainable=None, batch_fn=tiny.batch_fn, loss_fn=tiny.loss_fn,
+    with pytest.raises(CheckpointError, match=r"step-000006: .*not in the checkpoint: model.encoder.bias, model.encoder.weight"):
+        run_training(name="frozen", model=Objective(tiny.loss_fn, other), trainable=None, batch_fn=tiny.batch_fn,
                      cfg=cfg.model_copy(update={"steps": 9}), ckpt_dir=tmp_path, progress=False)
 
 
@@ -226,7 +227,7 @@ def test_logging_schedule_and_metrics(tmp_path: Path):
     model = tiny.build_model()
     cfg = TrainLoopConfig(steps=12, batch_size=4, checkpoint_every=100, log_every=5, seed=1,
                           optim=OptimConfig(lr=0.1, warmup_steps=4, schedule="cosine", min_lr_ratio=0.1))
-    result = run_training(name="log", model=model, trainable=None, batch_fn=tiny.batch_fn, loss_fn=tiny.loss_fn,
+    result = run_training(name="log", model=Objective(tiny.loss_fn, model), trainable=None, batch_fn=tiny.batch_fn,
                           cfg=cfg, ckpt_dir=tmp_path, log_fn=lambda s, m: logged.append((s, m)), progress=False)
     assert [s for s, _ in logged] == [5, 10, 12]  # every log_every steps and the last one
     assert set(logged[0][1]) == {"loss", "pred_abs", "lr", "grad_norm", "samples_per_s", "step_s"}
@@ -258,7 +259,7 @@ def test_sampling_does_not_change_training(tmp_path: Path):
     weights = []
     for fn in (None, sample_fn):
         model = tiny.build_model(dropout=0.3)
-        run_training(name="s", model=model, trainable=None, batch_fn=tiny.batch_fn, loss_fn=tiny.loss_fn, cfg=cfg,
+        run_training(name="s", model=Objective(tiny.loss_fn, model), trainable=None, batch_fn=tiny.batch_fn, cfg=cfg,
                      ckpt_dir=tmp_path / str(fn is None), sample_fn=fn, progress=False)
         weights.append(model.state_dict())
     assert seen == [(2, False, False), (4, False, False), (6, False, False)]
@@ -269,7 +270,7 @@ def test_stage_name_mismatch_is_refused(tmp_path: Path):
     _train_in_process(tmp_path, steps=5)
     model = tiny.build_model()
     with pytest.raises(CheckpointError, match="checkpoint of stage 'tiny', not 'other'"):
-        run_training(name="other", model=model, trainable=None, batch_fn=tiny.batch_fn, loss_fn=tiny.loss_fn,
+        run_training(name="other", model=Objective(tiny.loss_fn, model), trainable=None, batch_fn=tiny.batch_fn,
                      cfg=tiny.make_cfg(10, 8, 1, 5), ckpt_dir=tmp_path, progress=False)
 
 
@@ -278,7 +279,7 @@ def test_non_finite_gradient_stops_with_the_step(tmp_path: Path):
         return model(batch["x"]).sum() * float("nan"), {}
 
     with pytest.raises(FloatingPointError, match="non-finite gradient norm .* at step 0"):
-        run_training(name="nan", model=tiny.build_model(), trainable=None, batch_fn=tiny.batch_fn, loss_fn=bad_loss,
+        run_training(name="nan", model=Objective(bad_loss, tiny.build_model()), trainable=None, batch_fn=tiny.batch_fn,
                      cfg=tiny.make_cfg(3, 4, 1, 5), ckpt_dir=tmp_path, progress=False)
 
 
@@ -291,12 +292,12 @@ def test_gradient_checkpointing_switch(tmp_path: Path):
 
     cfg = tiny.make_cfg(2, 4, 1, 5).model_copy(update={"gradient_checkpointing": True})
     model = WithSwitch()
-    run_training(name="gc", model=model, trainable=None, batch_fn=tiny.batch_fn, loss_fn=tiny.loss_fn, cfg=cfg,
+    run_training(name="gc", model=Objective(tiny.loss_fn, model), trainable=None, batch_fn=tiny.batch_fn, cfg=cfg,
                  ckpt_dir=tmp_path / "a", progress=False)
     assert model.enabled
-    with pytest.raises(ValueError, match="FrozenFirst has no enable_gradient_checkpointing"):
-        run_training(name="gc", model=FrozenFirst(), trainable=None, batch_fn=tiny.batch_fn, loss_fn=tiny.loss_fn,
-                     cfg=cfg, ckpt_dir=tmp_path / "b", progress=False)
+    with pytest.raises(ValueError, match=r"none of \['FrozenFirst'\] has enable_gradient_checkpointing"):
+        run_training(name="gc", model=Objective(tiny.loss_fn, FrozenFirst()), trainable=None,
+                     batch_fn=tiny.batch_fn, cfg=cfg, ckpt_dir=tmp_path / "b", progress=False)
 
 
 def test_world_size_mismatch_is_caught(tmp_path: Path, monkeypatch):
@@ -304,8 +305,8 @@ def test_world_size_mismatch_is_caught(tmp_path: Path, monkeypatch):
     accelerator = make_accelerator(cfg)
     monkeypatch.setenv("WORLD_SIZE", "2")  # as under torchrun, with an Accelerator that did not join the group
     with pytest.raises(RuntimeError, match="WORLD_SIZE=2 but the Accelerator runs 1 process"):
-        run_training(name="w", model=tiny.build_model(), trainable=None, batch_fn=tiny.batch_fn,
-                     loss_fn=tiny.loss_fn, cfg=cfg, ckpt_dir=tmp_path, accelerator=accelerator, progress=False)
+        run_training(name="w", model=Objective(tiny.loss_fn, tiny.build_model()), trainable=None,
+                     batch_fn=tiny.batch_fn, cfg=cfg, ckpt_dir=tmp_path, accelerator=accelerator, progress=False)
 
 
 def test_step_generator_depends_only_on_seed_step_micro():

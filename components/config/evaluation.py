@@ -1,0 +1,88 @@
+"""Params of sampling, evaluation, the model registry and experiment tracking."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from components.config.base import Strict
+
+
+class SamplingConfig(Strict):
+    steps: int = Field(20, ge=1)
+    shift: float = Field(3.0, gt=0)
+    audio_guidance: float = Field(2.0, ge=0)
+    seed: int = 0
+
+
+class EvaluationConfig(Strict):
+    # Model bundles to evaluate, as name -> directory; every one sees the same test windows and seeds.
+    models: dict[str, str] = {
+        "phase1_reshape": "models/phase1/reshape",
+        "phase1_half": "models/phase1/half",
+        "phase1_downsample": "models/phase1/downsample",
+        "phase2": "models/phase2",
+        "dpo": "models/dpo",
+        "tlpo": "models/tlpo/gated",
+        "tlpo_uniform": "models/tlpo/uniform",
+    }
+    max_windows: int | None = None  # None: every test window
+    metrics_path: str = "reports/metrics.json"
+    # The official SyncNet weights (syncnet_python's syncnet_v2.model, a local file); None: the expert the
+    # sync_expert stage trained on the training split (the report says which one scored Sync-C / Sync-D).
+    syncnet_weights: str | None = None
+    # Local TorchScript feature extractors; None: FID / FVD are reported as unavailable (never random weights).
+    fid_extractor: str | None = None  # StyleGAN3's inception-2015-12-05.pt
+    fvd_extractor: str | None = None  # StyleGAN-V's i3d_torchscript.pt
+    grid_windows: int = Field(3, ge=0)  # test windows shown side by side (reference | truth | variants) as mp4
+    report_path: str = "reports/report.md"
+    plots_dir: str = "reports/plots"  # <metric>.csv per metric, for `dvc plots`
+    figures_dir: str = "reports/figures"  # PNG charts
+    videos_dir: str = "reports/videos"  # the side-by-side mp4s
+    # Seed noise: these variants are generated again with each extra sampling seed, so the report can say whether
+    # a difference between two variants is larger than what another seed alone changes.
+    seed_noise_variants: list[str] = ["phase2", "dpo", "tlpo"]
+    extra_seeds: list[int] = [1, 2]
+    comparisons: list[tuple[str, str]] = [("dpo", "phase2"), ("tlpo", "dpo")]  # (variant, baseline) rows of the seed-noise table
+    seed_noise_path: str = "reports/seed_noise.json"
+
+
+class PromotionGate(Strict):
+    """One promotion gate: the candidate may be worse than the champion on `metric` by at most max_regression."""
+
+    metric: str = Field(min_length=1)  # a key of the variant's entry in evaluation.metrics_path
+    direction: Literal["higher", "lower"] = "higher"  # which way is better
+    max_regression: float = Field(0.0, ge=0)  # absolute, in the metric's units
+
+
+class RegistryConfig(Strict):
+    model_name: str = Field("talkalign", min_length=1)  # the MLflow registered model
+    # Which evaluated model to register: a key of evaluation.models and of the metrics file (the toy profile
+    # registers the preference-aligned model).
+    variant: str = "dpo"
+    # A candidate becomes champion only when every gate passes against the current champion (a missing or
+    # non-finite metric fails its gate); with no champion yet, when every gated metric is present and finite.
+    gates: tuple[PromotionGate, ...] = (
+        PromotionGate(metric="sync_c", direction="higher", max_regression=0.5),
+        PromotionGate(metric="psnr", direction="higher", max_regression=0.5),
+        PromotionGate(metric="lip_corr", direction="higher", max_regression=0.05),
+    )
+    report_path: str = "reports/promotion.json"  # the decision and its reasons
+    report_md_path: str = "reports/promotion.md"
+
+    @model_validator(mode="after")
+    def _gates(self) -> RegistryConfig:
+        if not self.gates:
+            raise ValueError("registry.gates: at least one gate is needed (no gates would promote anything)")
+        names = [gate.metric for gate in self.gates]
+        duplicated = sorted({name for name in names if names.count(name) > 1})
+        if duplicated:
+            raise ValueError(f"registry.gates: metric(s) {duplicated} gated more than once")
+        return self
+
+
+class TrackingConfig(Strict):
+    # MLFLOW_TRACKING_URI in the environment wins over this.
+    uri: str = "sqlite:///mlflow.db"
+    experiment: str = "talkalign"

@@ -1,0 +1,116 @@
+"""Params of the models: the portrait DiT (backbone, text encoder, motion modulation) and the video VAE."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from components.config.base import Strict
+from components.config.data import AudioEncoderConfig, Wav2Vec2Tiny
+
+TemporalVariant = Literal["reshape", "half", "downsample"]
+NullMode = Literal["zero", "learned"]
+
+
+class AudioModulationConfig(Strict):
+    enabled: bool = True
+    # What data.audio_features hands the modulation per video frame: log-mel (the toy default) is 4 frames of
+    # ingest.audio.n_mels = 40; wav2vec is ingest.audio.tokens_per_frame tokens of the encoder's hidden size.
+    in_dim: int = Field(40, ge=1)
+    tokens_per_frame: int = Field(4, ge=1)  # N_a: audio tokens per video frame
+    # Neighbouring frames on each side appended to each frame's tokens. Keep 0 for the temporal ablation:
+    # a window lets "downsample" see the frames it is meant to drop.
+    window: int = Field(0, ge=0)
+    temporal: TemporalVariant = "reshape"
+    slot_embedding: bool = True
+    null: NullMode = "learned"  # what replaces dropped audio (classifier-free guidance)
+
+
+class SkeletonModulationConfig(Strict):
+    enabled: bool = False  # phase 2 turns it on
+    n_joints: int = Field(10, ge=1)
+    # Tokens per frame = grid_h * grid_w. The paper reduces to the latent grid H' x W'; the default is the
+    # transformer's patch grid at 64 px (latent 8x8, patch 2), which is ~10x cheaper on CPU.
+    grid: tuple[int, int] = (4, 4)
+    n_down: int = Field(2, ge=0)  # heatmaps are rendered at grid * 2**n_down and convolved down to grid
+    sigma: float = Field(1.0, gt=0)  # Gaussian radius in heatmap pixels
+    channels: int = Field(32, ge=1)
+    feat_dim: int = Field(32, ge=1)  # d_k
+    temporal: TemporalVariant = "reshape"
+    slot_embedding: bool = True
+    null: NullMode = "learned"
+
+
+class ModulationConfig(Strict):
+    rho: int = Field(4, ge=1)  # VAE temporal compression
+    heads: int | None = None  # None -> as many heads as the backbone
+    # joint: one cross-attention over [H_audio || H_skel] (eq. 8). separate: one zero-initialised
+    # cross-attention per modality, so phase 2 adds its own "skeletal cross-attention" (section 3.5) and
+    # starts from exactly the phase-1 model.
+    fusion: Literal["joint", "separate"] = "separate"
+    audio: AudioModulationConfig = AudioModulationConfig()
+    skeleton: SkeletonModulationConfig = SkeletonModulationConfig()
+
+
+class BackboneConfig(Strict):
+    # Local Wan checkpoint root (with `transformer/`) or transformer directory; None -> a randomly initialised
+    # backbone of these dimensions.
+    pretrained_path: str | None = None
+    latent_channels: int = Field(16, ge=1)  # VAE z_dim; the backbone takes 2*z + 4 input channels
+    num_attention_heads: int = Field(4, ge=1)
+    attention_head_dim: int = Field(16, ge=2)
+    num_layers: int = Field(4, ge=1)
+    ffn_dim: int = Field(256, ge=1)
+    text_dim: int = Field(32, ge=1)
+    freq_dim: int = Field(32, ge=2)
+    patch_size: tuple[int, int, int] = (1, 2, 2)
+    seed: int = 0
+
+
+class TextEncoderConfig(Strict):
+    # Local Wan checkpoint root with `text_encoder/` (umT5) and `tokenizer/`; None -> tiny random umT5 over bytes.
+    pretrained_path: str | None = None
+    max_length: int = Field(16, ge=2)  # Wan uses 512
+    d_model: int = Field(32, ge=2)  # must equal backbone.text_dim
+    num_layers: int = Field(1, ge=1)
+    num_heads: int = Field(2, ge=1)
+    d_ff: int = Field(64, ge=1)
+    seed: int = 0
+
+
+class PortraitModelConfig(Strict):
+    backbone: BackboneConfig = BackboneConfig()
+    text: TextEncoderConfig = TextEncoderConfig()
+    modulation: ModulationConfig = ModulationConfig()
+    seed: int = 0  # initialisation of the modulation layers
+
+    @model_validator(mode="after")
+    def _text_width_matches(self) -> PortraitModelConfig:
+        tiny = self.backbone.pretrained_path is None and self.text.pretrained_path is None
+        if tiny and self.text.d_model != self.backbone.text_dim:
+            raise ValueError(
+                f"text.d_model ({self.text.d_model}) must equal backbone.text_dim ({self.backbone.text_dim})"
+            )
+        return self
+
+    @classmethod
+    def tiny(cls, **modulation: object) -> PortraitModelConfig:
+        """A model smaller than the toy profile's (PortraitModelConfig() is that one), for unit tests: 2 layers of
+        2 heads, joint fusion, and audio modulation sized for the tiny random wav2vec2 (ingest.audio.tiny's hidden
+        size x its tokens per frame). Keyword arguments override ModulationConfig fields."""
+        audio = AudioModulationConfig(in_dim=Wav2Vec2Tiny().hidden_size, tokens_per_frame=AudioEncoderConfig().tokens_per_frame)
+        fields: dict[str, object] = {"fusion": "joint", "audio": audio, **modulation}
+        return cls(backbone=BackboneConfig(num_attention_heads=2, num_layers=2, ffn_dim=64),
+                   modulation=ModulationConfig.model_validate(fields))
+
+
+class VaeConfig(Strict):
+    # Local directory of a Wan checkpoint (with a `vae/` subfolder) or of the VAE itself; None -> tiny random VAE.
+    pretrained_path: str | None = None
+    base_dim: int = Field(16, ge=8)
+    z_dim: int = Field(16, ge=1)
+    dim_mult: tuple[int, ...] = (1, 2, 2, 2)
+    num_res_blocks: int = Field(1, ge=1)
+    temperal_downsample: tuple[bool, ...] = (False, True, True)  # upstream spelling
+    seed: int = 0

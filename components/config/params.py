@@ -1,0 +1,144 @@
+"""Params: every section, and load_params (params.yaml + `--set` overrides -> validated Params, or one-line errors)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import ValidationError, model_validator
+
+from components.config.base import Strict
+from components.config.data import IngestConfig, ShardConfig, TrainingDataConfig, ValidationConfig, WorldConfig
+from components.config.errors import ParamsError, describe
+from components.config.evaluation import EvaluationConfig, RegistryConfig, SamplingConfig, TrackingConfig
+from components.config.model import PortraitModelConfig, VaeConfig
+from components.config.preference import AnnotateConfig, CandidatesConfig, CriticConfig, PairsConfig
+from components.config.train import (
+    DpoConfig,
+    Phase1Config,
+    Phase2Config,
+    PretrainDitConfig,
+    SyncExpertConfig,
+    TlpoConfig,
+    VaePretrainConfig,
+)
+
+# Facts kept in one place: these keys are not set themselves, they follow another section's key.
+FOLLOWS: dict[str, str] = {
+    "data.shards": "shard.output",
+    "validation.min_duration_s": "ingest.min_duration_s",
+    "validation.max_av_mismatch_s": "ingest.max_av_mismatch_s",
+    "validation.min_audio_rms_db": "ingest.min_audio_rms_db",
+    "validation.fps": "ingest.fps",
+    "validation.resolution": "ingest.resolution",
+    "validation.n_joints": "ingest.keypoints.n_joints",
+}
+
+
+class Params(Strict):
+    """The whole pipeline's params. The class defaults ARE the toy profile: Params() == load_params("params.yaml")
+    (tests/components/test_config.py holds them to it); params.wan.yaml changes what the cluster needs."""
+
+    profile: Literal["toy", "wan"] = "toy"
+    seed: int = 0
+    world: WorldConfig = WorldConfig()
+    ingest: IngestConfig = IngestConfig()
+    validation: ValidationConfig = ValidationConfig()
+    shard: ShardConfig = ShardConfig()
+    data: TrainingDataConfig = TrainingDataConfig()
+    vae: VaeConfig = VaeConfig()
+    model: PortraitModelConfig = PortraitModelConfig()
+    pretrain_vae: VaePretrainConfig = VaePretrainConfig()
+    pretrain_dit: PretrainDitConfig = PretrainDitConfig()
+    phase1: Phase1Config = Phase1Config()
+    phase2: Phase2Config = Phase2Config()
+    sampling: SamplingConfig = SamplingConfig()
+    sync_expert: SyncExpertConfig = SyncExpertConfig()
+    evaluation: EvaluationConfig = EvaluationConfig()
+    registry: RegistryConfig = RegistryConfig()
+    candidates: CandidatesConfig = CandidatesConfig()
+    annotate: AnnotateConfig = AnnotateConfig()
+    critic: CriticConfig = CriticConfig()
+    pairs: PairsConfig = PairsConfig()
+    dpo: DpoConfig = DpoConfig()
+    tlpo: TlpoConfig = TlpoConfig()
+    tracking: TrackingConfig = TrackingConfig()
+
+    @model_validator(mode="after")
+    def _wire_followed_keys(self) -> Params:
+        """data.shards is shard.output; validation checks ingest's own thresholds (FOLLOWS). Validated once here:
+        a Params changed with model_copy(update=...) keeps the old wiring."""
+        # object.__setattr__: the model is frozen; the wired copies leave the caller's section objects untouched
+        object.__setattr__(self, "data", self.data.reading(self.shard))
+        object.__setattr__(self, "validation", self.validation.checking(self.ingest))
+        return self
+
+    @model_validator(mode="after")
+    def _audio_modulation_matches_features(self) -> Params:
+        """The audio modulation's input must be the feature the training data hands it."""
+        audio = self.model.modulation.audio
+        if self.data.audio_features == "mel":
+            expected = (self.ingest.audio.n_mels, 4)  # log-mel: 4 mel frames per 25 fps video frame
+        elif self.ingest.audio.pretrained_path is None:
+            expected = (self.ingest.audio.tiny.hidden_size, self.ingest.audio.tokens_per_frame)
+        else:
+            expected = (audio.in_dim, self.ingest.audio.tokens_per_frame)  # hidden size known only from the checkpoint
+        if (audio.in_dim, audio.tokens_per_frame) != expected:
+            raise ValueError(
+                f"model.modulation.audio (in_dim={audio.in_dim}, tokens_per_frame={audio.tokens_per_frame}) does not "
+                f"match data.audio_features={self.data.audio_features!r}, which gives in_dim={expected[0]}, "
+                f"tokens_per_frame={expected[1]}"
+            )
+        return self
+
+
+def parse_overrides(pairs: list[str]) -> dict[str, Any]:
+    """`--set a.b=value` pairs; values are parsed as YAML so numbers and booleans keep their types."""
+    overrides: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key.strip():
+            raise ParamsError(f"--set expects key=value, got {pair!r}")
+        try:
+            overrides[key.strip()] = yaml.safe_load(raw)
+        except yaml.YAMLError as exc:
+            raise ParamsError(f"--set {pair}: the value is not valid YAML ({_one_line(exc)})") from exc
+    return overrides
+
+
+def _one_line(exc: Exception) -> str:
+    return " ".join(str(exc).split())
+
+
+def _set_dotted(tree: dict[str, Any], dotted: str, value: Any, source: Path) -> None:
+    keys = dotted.split(".")
+    node = tree
+    for depth, key in enumerate(keys[:-1]):
+        node = node.setdefault(key, {})
+        if not isinstance(node, dict):
+            raise ParamsError(f"{source}: --set {dotted}: '{'.'.join(keys[: depth + 1])}' is a value, not a section")
+    node[keys[-1]] = value
+
+
+def load_params(path: str | Path = "params.yaml", overrides: dict[str, Any] | None = None) -> Params:
+    """Load params.yaml, apply `{"a.b": value}` overrides, and validate.
+
+    Raises FileNotFoundError for a missing file and ParamsError (a ValueError) for anything that does not validate,
+    with a one-line message: the file, the key, and what is wrong (an unknown key names the nearest valid one).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: params file not found")
+    try:
+        tree = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ParamsError(f"{path}: not valid YAML: {_one_line(exc)}") from exc
+    if not isinstance(tree, dict):
+        raise ParamsError(f"{path}: expected a mapping of sections (world:, ingest:, ...), got {type(tree).__name__}")
+    for dotted, value in (overrides or {}).items():
+        _set_dotted(tree, dotted, value, path)
+    try:
+        return Params.model_validate(tree)
+    except ValidationError as exc:
+        raise ParamsError(describe(exc, str(path), Params, FOLLOWS)) from exc

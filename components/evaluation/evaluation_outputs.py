@@ -1,0 +1,74 @@
+"""The evaluate stage's files, from an `Evaluation` (evaluate_models.py).
+
+evaluation.metrics_path (the DVC metric), evaluation.seed_noise_path (when seed noise was measured),
+<plots_dir>/<metric>.csv (DVC plots), <figures_dir>/metrics.png, side-by-side mp4s of the first grid windows in
+videos_dir (reference | truth | every variant, with the window's audio), and report_path, which says what every
+number means and what is missing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from components.config import Params
+from components.evaluation.charts import write_overview_png, write_plot_data
+from components.evaluation.evaluate_models import Evaluation, sync_expert_paragraph
+from components.evaluation.grid import write_comparison_video
+from components.evaluation.report import METRICS, ReportInputs, write_report
+from components.io.atomic import write_json
+
+
+@dataclass
+class EvaluationFiles:
+    metrics: Path
+    seed_noise: Path | None  # None: no variant was sampled with extra seeds
+    report: Path
+    chart: Path
+    plots: list[Path]
+    videos: list[Path]
+
+
+def write_comparison_videos(params: Params, evaluation: Evaluation) -> list[Path]:
+    """One mp4 per shown window; mp4s of earlier runs that are no longer shown are removed."""
+    cfg, test, frames = params.evaluation, evaluation.test, params.data.frames
+    videos = []
+    for i, w in enumerate(test.windows[: cfg.grid_windows]):
+        clip = test.clips[w.clip_id]
+        a, b = (int(round(t / clip.fps * clip.sample_rate)) for t in (w.start, w.start + frames))
+        videos.append(write_comparison_video(
+            Path(cfg.videos_dir) / f"{w.clip_id}_{w.start:04d}.mp4", test.truth[i, 0], test.truth[i],
+            {name: v[i] for name, v in evaluation.shown.items()}, clip.fps, clip.audio[a:b], clip.sample_rate,
+        ))
+    for stale in set(Path(cfg.videos_dir).glob("*.mp4")) - set(videos):
+        stale.unlink()
+    return videos
+
+
+def write_evaluation(params: Params, evaluation: Evaluation) -> EvaluationFiles:
+    cfg, results = params.evaluation, evaluation.results
+    write_json(cfg.metrics_path, results)
+    seed_noise = None
+    if evaluation.seed_noise:
+        write_json(cfg.seed_noise_path, evaluation.seed_noise)
+        seed_noise = Path(cfg.seed_noise_path)
+
+    order = list(METRICS)
+    plots = write_plot_data(cfg.plots_dir, results, order)
+    labels = {k: f"{v.label} ({v.better} is better)" for k, v in METRICS.items()}
+    chart = write_overview_png(Path(cfg.figures_dir) / "metrics.png", results, order, labels)
+    videos = write_comparison_videos(params, evaluation)
+    sampling = params.sampling
+    report = write_report(cfg.report_path, ReportInputs(
+        results=results,
+        unavailable=evaluation.unavailable,
+        sync_expert=sync_expert_paragraph(evaluation.expert, params),
+        n_windows=evaluation.test.n,
+        sampling=f"{sampling.steps} sampling steps, audio guidance {sampling.audio_guidance:g}, seed {sampling.seed}",
+        chart=chart,
+        videos=videos,
+        seed_noise=evaluation.seed_noise,
+        comparisons=[tuple(c) for c in cfg.comparisons],
+    ))
+    return EvaluationFiles(metrics=Path(cfg.metrics_path), seed_noise=seed_noise, report=Path(report), chart=Path(chart),
+                           plots=[Path(p) for p in plots], videos=videos)

@@ -1,0 +1,1 @@
+"""Programs that run in their own interpreter (the extractor env), called by components/data/extractor_client.py."""

@@ -1,0 +1,99 @@
+"""TLPO's fusion of LoRA experts (FantasyTalking2): every expert active, scaled per (timestep, layer) by a gate.
+
+    W x + sum_k g[l, k](t) * (alpha / r) * B_k A_k x,    g[l, :](t) = softmax(MLP(emb(t) + e_l))
+
+with e_l a learned layer embedding (blocks 0..L-1, plus one slot for the adapted layers outside the blocks)
+and emb(t) the sinusoidal timestep embedding the backbone also uses. The last layer starts at zero, so the gate
+starts as the uniform average of the experts (the baseline it is compared against).
+
+One call shares one noise level: the gate's weights are then one number per (layer, expert), which applies to
+any layer whatever shape its input has (samplers step a whole batch at one t anyway). The gate is part of a
+saved TLPO model (tlpo_bundle.py); train/tlpo.py trains it.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+
+import torch
+import torch.nn as nn
+from peft.tuners.tuners_utils import BaseTunerLayer
+
+from components.model.adapters import lora_layers
+
+_BLOCK = re.compile(r"(?:^|\.)blocks\.(\d+)\.")
+
+
+def timestep_embedding(timestep: torch.Tensor, dim: int) -> torch.Tensor:
+    """Sinusoidal embedding [dim] of a scalar timestep (0..1000), as in DiT/Wan."""
+    half = dim // 2
+    freqs = torch.exp(-math.log(10_000.0) * torch.arange(half, dtype=torch.float32, device=timestep.device) / half)
+    angles = timestep.float().reshape(()) * freqs
+    return torch.cat([torch.cos(angles), torch.sin(angles)])
+
+
+class TimestepLayerGate(nn.Module):
+    """(timestep, layer) -> fusion weights over experts, [n_layers + 1, n_experts], rows sum to 1."""
+
+    def __init__(self, n_layers: int, experts: Sequence[str], freq_dim: int = 32, hidden: int = 64):
+        super().__init__()
+        if len(experts) < 2:
+            raise ValueError(f"TLPO fuses at least two experts, got {list(experts)}")
+        self.experts = list(experts)
+        self.n_layers = n_layers
+        self.freq_dim = freq_dim
+        self.time = nn.Sequential(nn.Linear(freq_dim, hidden), nn.SiLU(), nn.Linear(hidden, hidden))
+        self.layer = nn.Embedding(n_layers + 1, hidden)
+        self.out = nn.Linear(hidden, len(self.experts))
+        nn.init.zeros_(self.out.weight)  # uniform average at the start
+        nn.init.zeros_(self.out.bias)
+
+    def forward(self, timestep: torch.Tensor) -> torch.Tensor:
+        timestep = timestep.to(self.layer.weight.device)  # the gate may sit on another device than the sampler's t
+        h = self.time(timestep_embedding(timestep, self.freq_dim))[None] + self.layer.weight
+        return torch.softmax(self.out(torch.nn.functional.silu(h)), dim=-1)
+
+
+def layer_index(module_name: str, n_layers: int) -> int:
+    """Block index of an adapted module; modules outside the blocks share slot n_layers."""
+    match = _BLOCK.search(module_name)
+    return int(match.group(1)) if match else n_layers
+
+
+def activate_experts(model: nn.Module, experts: Sequence[str]) -> None:
+    """Every expert active in every adapted layer, all of them frozen."""
+    for layer in lora_layers(model):
+        layer.set_adapter(list(experts))
+    for name, parameter in model.named_parameters():
+        if "lora_" in name:
+            parameter.requires_grad_(False)
+
+
+@contextmanager
+def gated(model: nn.Module, weights: torch.Tensor, experts: Sequence[str]) -> Iterator[nn.Module]:
+    """Run the model with expert k of layer l scaled by weights[l, k] (differentiable); restored on exit."""
+    n_layers = weights.shape[0] - 1
+    saved = []
+    try:  # inside the try: a missing expert half-way still restores the layers scaled so far
+        for name, module in model.named_modules():
+            if isinstance(module, BaseTunerLayer):
+                row = weights[layer_index(name, n_layers)]
+                original = dict(module.scaling)
+                saved.append((module, original))
+                for k, expert in enumerate(experts):
+                    if expert not in original:
+                        raise ValueError(f"{name} has no expert {expert!r} (has {sorted(original)})")
+                    module.scaling[expert] = original[expert] * row[k]
+        yield model
+    finally:
+        for module, original in saved:
+            module.scaling.clear()
+            module.scaling.update(original)
+
+
+def uniform_weights(n_layers: int, experts: Sequence[str]) -> torch.Tensor:
+    """The baseline fusion: the plain average of the experts in every layer and at every timestep."""
+    return torch.full((n_layers + 1, len(experts)), 1.0 / len(experts))
