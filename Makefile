@@ -13,7 +13,7 @@ export MLFLOW_DISABLE_TELEMETRY ?= true
 export GX_ANALYTICS_ENABLED ?= false
 export DO_NOT_TRACK ?= 1
 
-.PHONY: setup system-deps extractor-env run test bench clean
+.PHONY: setup system-deps extractor-env run test bench gpu-check clean app
 
 setup: $(STAMP) extractor-env system-deps
 
@@ -61,6 +61,14 @@ test: setup
 
 bench: setup
 	$(BIN)/python -m benchmarks.run
+
+# On a GPU machine: the 1.3B architecture in bf16, one phase-1 step, one DPO step, one 4-step sample (benchmarks/gpu_check.py).
+gpu-check: setup
+	$(BIN)/python -m benchmarks.gpu_check
+
+# The browser app on 127.0.0.1:7860 (animate, rate, compare, admin); flags: `make app APP_ARGS="--candidates data/candidates"`.
+app: setup
+	$(BIN)/talkalign app $(APP_ARGS)
 
 clean:
 	rm -rf .prefect mlflow.db mlartifacts data reports .dvc/cache .dvc/tmp

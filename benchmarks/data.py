@@ -1,8 +1,14 @@
-"""Data-stage throughput: synthesize, ingest (clips/s, x real time) and shard reading (samples/s)."""
+"""Data-stage throughput: synthesize, ingest (clips/s, x real time) and shard writing / reading (samples/s).
+
+Each row: warm-up, then 5 timed repeats (benchmarks/timing.py), every repeat on a fresh directory so no cache of
+an earlier repeat helps; local and S3 shard reads are timed interleaved for their ratio.
+"""
 
 from __future__ import annotations
 
+import itertools
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -14,43 +20,63 @@ from pathlib import Path
 
 import boto3
 
+from benchmarks.timing import Row, rate_row, ratio, ratio_row, time_call, time_calls
 from components.config import IngestConfig, ShardConfig, WorldConfig
 from components.data.ingest import ingest_folder
-from components.data.shards.reader import read_throughput
+from components.data.shards.reader import open_split
 from components.data.shards.writer import write_shards
 from components.data.synthetic.world import synthesize_world
 
 
-def bench_data(n_identities: int = 6, clips_per_identity: int = 4, duration_s: float = 2.0) -> list[tuple[str, float, str]]:
-    rows: list[tuple[str, float, str]] = []
+def bench_data(n_identities: int = 2, clips_per_identity: int = 2, duration_s: float = 2.0) -> list[Row]:
+    rows: list[Row] = []
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        world = WorldConfig(n_identities=n_identities, clips_per_identity=clips_per_identity, duration_s=duration_s, speech="syllables")
+        world = WorldConfig(n_identities=n_identities, clips_per_identity=clips_per_identity, duration_s=duration_s,
+                            speech="syllables")
         n_clips = n_identities * clips_per_identity
         video_s = n_clips * duration_s
+        fresh = (root / f"run{i}" for i in itertools.count())
 
-        start = time.perf_counter()
-        synthesize_world(world, root / "raw", progress=False)
-        synth_s = time.perf_counter() - start
-        rows.append(("synthesize clips/s", n_clips / synth_s, f"{video_s / synth_s:.1f}x real time"))
+        def synthesize() -> None:
+            synthesize_world(world, next(fresh), progress=False)
 
-        summary = ingest_folder(IngestConfig(), root / "raw", root / "ingested", root / "quarantine.jsonl", progress=False)
-        rows.append(("ingest clips/s", summary.clips_per_s, f"{video_s / summary.seconds:.1f}x real time"))
+        seconds = time_call(synthesize)
+        rows.append(rate_row("synthesize clips/s", seconds, n_clips, f"{video_s / seconds.median:.1f}x real time, "
+                             f"{n_clips} clips a repeat"))
+        raw = root / "raw"
+        synthesize_world(world, raw, progress=False)
 
-        shards = ShardConfig(maxcount=8, splits={"train": 1.0})
-        start = time.perf_counter()
+        def ingest() -> None:
+            out = next(fresh)
+            ingest_folder(IngestConfig(), raw, out / "ingested", out / "quarantine.jsonl", progress=False)
+
+        seconds = time_call(ingest)
+        rows.append(rate_row("ingest clips/s", seconds, n_clips, f"{video_s / seconds.median:.1f}x real time"))
+        ingest_folder(IngestConfig(), raw, root / "ingested", root / "quarantine.jsonl", progress=False)
+
+        shards = ShardConfig(maxcount=2, splits={"train": 1.0})
+
+        def write() -> None:
+            out = next(fresh)
+            write_shards(shards, root / "ingested", str(out), progress=False)
+            shutil.rmtree(out)
+
+        rows.append(rate_row("shard write samples/s", time_call(write), n_clips))
         write_shards(shards, root / "ingested", str(root / "shards"), progress=False)
-        write_s = time.perf_counter() - start
-        rows.append(("shard write samples/s", n_clips / write_s, ""))
-
-        read = read_throughput(str(root / "shards"), "train")
-        rows.append(("shard read samples/s (stock webdataset reader)", read, f"{read / summary.clips_per_s:.0f}x ingest rate"))
-
         with local_s3() as bucket_uri:
             write_shards(shards, root / "ingested", bucket_uri, progress=False)
-            remote = read_throughput(bucket_uri, "train")
-        rows.append(("shard read samples/s from S3 (moto_server, loopback)", remote, f"{remote / read:.2f}x local"))
+            reads = time_calls({"local": lambda: _read(root / "shards"), "s3": lambda: _read(bucket_uri)})
+        rows.append(rate_row("shard read samples/s (stock webdataset reader)", reads["local"], n_clips,
+                             "start-up included"))
+        rows.append(rate_row("shard read samples/s from S3 (moto_server, loopback)", reads["s3"], n_clips))
+        rows.append(ratio_row("shard read S3 / local time", ratio(reads["s3"], reads["local"]), "x, interleaved"))
     return rows
+
+
+def _read(uri: str | Path) -> int:
+    """Every train sample through the stock reader plus decode (components/data/shards/reader.py)."""
+    return sum(1 for _ in open_split(uri, "train", decode=True))
 
 
 @contextmanager

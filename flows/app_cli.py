@@ -2,11 +2,17 @@
 
     talkalign app [--candidates data/candidates] [--db data/ratings/human.sqlite] [--host 127.0.0.1] [--port 7860]
                   [--model models:/talkalign@champion] [--share] [--export-ratings ratings.jsonl]
+                  [--compare DIR [--compare-models A B (--compare-inputs DIR | --compare-test-windows N)]]
+                  [--log-compare]
     talkalign label-studio export --candidates data/candidates --base-url URL -o ls/
     talkalign label-studio import EXPORT.json -o data/ratings/human.jsonl [--candidates data/candidates]
 
-The ratings (the app's `--export-ratings`, or label-studio import) are what
+The ratings (the app's database itself, its `--export-ratings`, or label-studio import) are what
 `talkalign annotate --set annotate.source=human --set annotate.human_ratings=FILE` reads.
+
+Compare: `--compare DIR --compare-models models:/talkalign@champion models:/talkalign@candidate` builds the compare
+set (both models animate the same inputs) when DIR has none, then serves it; `--log-compare` logs the human win
+rate from the database into the newer version's MLflow run and exits.
 """
 
 from __future__ import annotations
@@ -33,6 +39,15 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of the per-rater shuffles")
     p.add_argument("--max-upload-mb", type=float, default=20.0)
     p.add_argument("--export-ratings", metavar="FILE", help="write the database's ratings to FILE (.jsonl/.csv) and exit")
+    p.add_argument("--compare", metavar="DIR", help="compare set to serve in the Compare tab (built when missing)")
+    p.add_argument("--compare-models", nargs=2, metavar=("A", "B"), help="the two models to build the compare set from")
+    p.add_argument("--compare-inputs", metavar="DIR", help="portrait + audio pairs sharing a name (a.png + a.wav)")
+    p.add_argument("--compare-test-windows", type=int, metavar="N", help="or the first N clips of the test split")
+    p.add_argument("--shards", default="data/shards", help="shards of --compare-test-windows (default data/shards)")
+    p.add_argument("--compare-seconds", type=float, default=2.0, help="cut each input's audio to this (default 2 s)")
+    p.add_argument("--compare-steps", type=int, help="sampling steps (default: each model's own)")
+    p.add_argument("--log-compare", action="store_true",
+                   help="log the compare set's human win rate into the newer version's MLflow run and exit")
 
     ls = sub.add_parser("label-studio", help="Label Studio round trip: export tasks + config, import its JSON export")
     ls_sub = ls.add_subparsers(dest="ls_command", required=True)
@@ -56,6 +71,7 @@ def _known_candidates(candidates: str | None) -> list[str] | None:
 
 
 def run_command(args: argparse.Namespace) -> int:
+    from components.app.compare import CompareError
     from components.app.label_studio import LabelStudioError
     from components.app.pool import PoolError
     from components.app.rating_store import RatingStoreError
@@ -80,13 +96,63 @@ def run_command(args: argparse.Namespace) -> int:
         print(f"{out}: {counts.ratings} ratings from {counts.annotations} annotations of {counts.tasks} tasks "
               f"({counts.cancelled} cancelled)")
         return 0
-    except (LabelStudioError, PoolError, RatingStoreError, RatingsError, FileNotFoundError) as exc:
+    except (LabelStudioError, PoolError, RatingStoreError, RatingsError, CompareError, FileNotFoundError) as exc:
         print(f"talkalign {args.command}: {exc}", file=sys.stderr)
         return 1
 
 
+def _use_tracking(uri: str | None) -> None:
+    """A server that does not answer fails in seconds, not after MLflow's minutes of retries; --tracking-uri also
+    becomes the default registry (MLflow's models:/ download reads the default one, see model.bundle.mlflow_default_uris)."""
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
+    if uri:
+        import mlflow
+
+        mlflow.set_tracking_uri(uri)
+        mlflow.set_registry_uri(uri)
+
+
+def _open_compare(args: argparse.Namespace):
+    from components.app.compare import (
+        INDEX_FILE,
+        CompareError,
+        build_compare_set,
+        inputs_from_dir,
+        inputs_from_test_split,
+        load_compare_set,
+        resolve_model_ref,
+    )
+
+    if args.compare is None:
+        if args.compare_models or args.log_compare:
+            raise CompareError("--compare-models and --log-compare need --compare DIR")
+        return None
+    if (Path(args.compare) / INDEX_FILE).is_file() or not args.compare_models:
+        return load_compare_set(args.compare)
+    first, second = (resolve_model_ref(uri, args.tracking_uri) for uri in args.compare_models)
+    if args.compare_inputs:
+        inputs = inputs_from_dir(args.compare_inputs, args.compare_seconds)
+    elif args.compare_test_windows:
+        inputs = inputs_from_test_split(args.shards, args.compare_test_windows, args.compare_seconds)
+    else:
+        raise CompareError("building a compare set needs --compare-inputs DIR or --compare-test-windows N")
+    print(f"animating {len(inputs)} inputs with {first.label} and {second.label} -> {args.compare}")
+    return build_compare_set(args.compare, first, second, inputs, tracking_uri=args.tracking_uri,
+                             steps=args.compare_steps, progress=lambda done, total: print(f"  {done}/{total} videos"))
+
+
 def _run_app(args: argparse.Namespace) -> int:
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+    _use_tracking(args.tracking_uri)
+    compare = _open_compare(args)
+    if args.log_compare:
+        from components.app.compare import CompareStore, log_win_rate
+
+        result = CompareStore(args.db, compare, args.seed).result()
+        run_id = log_win_rate(result, args.tracking_uri)
+        print(f"{result.line()}\nlogged into MLflow run {run_id}")
+        return 0
     from components.app.server import default_out_dir, launch, open_pool
     from components.app.ui import AppConfig
 
@@ -101,6 +167,6 @@ def _run_app(args: argparse.Namespace) -> int:
         return 0
     cfg = AppConfig(pool=pool, db_path=Path(args.db), out_dir=Path(args.out_dir) if args.out_dir else default_out_dir(),
                     default_model=args.model, tracking_uri=args.tracking_uri, seed=args.seed,
-                    max_upload_bytes=int(args.max_upload_mb * 1024 * 1024))
+                    max_upload_bytes=int(args.max_upload_mb * 1024 * 1024), compare=compare)
     launch(cfg, args.host, args.port, share=args.share, block=True)
     return 0

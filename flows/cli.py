@@ -37,6 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     importlib.import_module("flows.deployments").add_parsers(sub)  # pipeline, serve, repro
     importlib.import_module("flows.app_cli").add_parsers(sub)  # app, label-studio
+    importlib.import_module("flows.dryrun_cli").add_parsers(sub)  # dryrun
     for name, (_, help_text) in stages.STAGES.items():
         stage = sub.add_parser(name, help=help_text)
         stage.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
@@ -53,7 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
 def add_animate_parser(sub: argparse._SubParsersAction) -> None:
     """`animate` is inference, not a pipeline stage: no flow, no params file."""
     p = sub.add_parser("animate", help="make a talking video from a portrait image and speech with a trained model")
-    p.add_argument("--image", required=True, help="reference portrait (any image format; centre-cropped)")
+    p.add_argument("--image", required=True, help="reference portrait (any image format, any aspect ratio)")
+    p.add_argument("--crop", choices=("face", "none"), default="face",
+                   help="face: the head-and-shoulders square around the one face (mediapipe, as ingest); none: the centre square")
     p.add_argument("--audio", required=True, help="speech: a sound file, or a video/audio file with an audio stream")
     p.add_argument("--pose", help="talkalign-keypoints-v1 json in the image's pixels (skeleton models)")
     p.add_argument("--prompt", default="", help="text prompt (default: the prompt the model was trained with)")
@@ -95,6 +98,7 @@ def run_stage(args: argparse.Namespace) -> int:
     if not debug:
         stages.console_without_tracebacks()
     options = {dest: getattr(args, dest) for dest, _ in stages.STAGE_OPTIONS.get(args.command, {}).values()}
+    stages.deterministic_torch()
     distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
     if distributed and int(os.environ.get("RANK", "0")) != 0:
         # `accelerate launch ... talkalign phase1`: one Prefect flow run (rank 0's); the other ranks run the
@@ -141,7 +145,7 @@ def run_animate(args: argparse.Namespace) -> int:
         out = animate_files(
             args.image, args.audio, args.output, args.model, pose_path=args.pose, prompt=args.prompt,
             steps=args.steps, guidance=args.guidance, seed=args.seed, progress=progress,
-            tracking_uri=args.tracking_uri, threads=args.threads,
+            tracking_uri=args.tracking_uri, threads=args.threads, crop=args.crop,
         )
     print(out)
     return 0
@@ -155,6 +159,8 @@ def run(args: argparse.Namespace) -> int:
         return run_animate(args)
     if args.command in ("promote", "rollback"):
         return run_registry_command(args)
+    if args.command == "dryrun":
+        return importlib.import_module("flows.dryrun_cli").run_command(args)
     if args.command in ("app", "label-studio"):
         return importlib.import_module("flows.app_cli").run_command(args)
     return run_stage(args)

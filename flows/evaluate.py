@@ -31,6 +31,8 @@ def evaluate_flow(params_path: str = "params.yaml", overrides: dict | None = Non
             mlflow.log_metrics({f"{name}.{key}": value for key, value in metrics.items() if np.isfinite(value)})
         mlflow.log_artifact(str(files.metrics))
         mlflow.log_artifact(str(files.report))
+        mlflow.log_artifact(str(files.claims))
+        mlflow.log_artifact(str(files.claims_metrics))
         mlflow.log_artifact(str(files.chart), artifact_path="figures")
         for path in files.plots:
             mlflow.log_artifact(str(path), artifact_path="plots")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -63,3 +64,14 @@ def console_without_tracebacks() -> None:
     for handler in logging.getLogger().handlers:
         if type(handler).__name__ == "PrefectConsoleHandler":
             handler.addFilter(strip)
+
+
+def deterministic_torch() -> None:
+    """Same inputs, same outputs: deterministic kernels (a warning where an op has none) and a fixed number of CPU
+    threads (TALKALIGN_THREADS, default 2: the parallel reductions' summation order depends on it, so two runs agree
+    bit for bit only at the same count)."""
+    import torch
+
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    if not torch.cuda.is_available():
+        torch.set_num_threads(int(os.environ.get("TALKALIGN_THREADS", "2")))

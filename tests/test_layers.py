@@ -14,7 +14,7 @@ RANKS = {
     "components.model": 2,
     "components.train": 3,
     "components.evaluation": 4, "components.preference": 4, "components.inference": 4,
-    "components.registry": 5, "components.pipeline": 5,
+    "components.registry": 5, "components.pipeline": 5, "components.dryrun": 5,
     "components.app": 6,
     "flows": 7,
 }

@@ -1,4 +1,5 @@
-"""Start the app: loopback by default, --share only when asked; only the pool and animate's outputs are served."""
+"""Start the app: loopback by default, --share only when asked; only the pool, the compare set and animate's
+outputs are served."""
 
 from __future__ import annotations
 
@@ -26,7 +27,8 @@ def launch(cfg: AppConfig, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, s
            block: bool = True):
     """Serve the app; returns (blocks, local_url) when block=False (tests)."""
     app = build_app(cfg)
-    allowed = [str(cfg.out_dir.resolve())] + ([str(cfg.pool.root)] if cfg.pool is not None else [])
+    allowed = [str(cfg.out_dir.resolve())] + ([str(cfg.pool.root)] if cfg.pool is not None else []) + \
+              ([str(cfg.compare.root)] if cfg.compare is not None else [])
     app.queue(default_concurrency_limit=4)
     _, url, _ = app.launch(server_name=host, server_port=port, share=share, allowed_paths=allowed,
                            max_file_size=cfg.max_upload_bytes, prevent_thread_lock=not block, quiet=not block,

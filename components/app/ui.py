@@ -1,4 +1,5 @@
-"""The Gradio Blocks: Animate, Rate (blind, seeded per rater, sqlite-backed) and Admin (counts, agreement).
+"""The Gradio Blocks: Animate, Rate (blind, seeded per rater, sqlite-backed), Compare (blind A/B between two
+models, win rate logged to MLflow) and Admin (counts, agreement).
 
 Every handler returns a message for the page instead of raising: a bad upload, an unknown model or a path
 outside the candidates directory is shown to the user, nothing is written, and the server keeps serving.
@@ -15,6 +16,7 @@ from pathlib import Path
 import gradio as gr
 from PIL import Image, UnidentifiedImageError
 
+from components.app.compare import CompareError, CompareSet, CompareStore, log_win_rate
 from components.app.pool import PoolError, RatingPool, resolve_inside
 from components.app.rating_store import RatingStore, RatingStoreError, agreement
 from components.config import DIMENSIONS
@@ -35,10 +37,15 @@ class AppConfig:
     seed: int = 0
     max_upload_bytes: int = 20 * 1024 * 1024
     threads: int = 1
+    compare: CompareSet | None = None  # None: no Compare tab content
     _bundles: dict = field(default_factory=dict)  # model URI -> loaded bundle (the last one only)
 
 
 # ---------------------------------------------------------------- animate
+
+
+def size_text(n_bytes: int) -> str:
+    return f"{n_bytes / 1e6:.1f} MB" if n_bytes >= 1e6 else f"{n_bytes / 1e3:.0f} kB"
 
 
 def check_upload(path: str | None, kind: str, suffixes: set[str], limit: int) -> Path:
@@ -49,7 +56,7 @@ def check_upload(path: str | None, kind: str, suffixes: set[str], limit: int) ->
         raise ValueError(f"{file.name}: not an {kind} file (expected {', '.join(sorted(suffixes))})")
     size = file.stat().st_size
     if size > limit:
-        raise ValueError(f"{file.name}: {size / 1e6:.1f} MB is over the {limit / 1e6:.0f} MB upload limit")
+        raise ValueError(f"{file.name}: {size_text(size)} is over the {size_text(limit)} upload limit")
     if kind == "image":
         try:
             with Image.open(file) as image:
@@ -208,9 +215,10 @@ def rate_tab(cfg: AppConfig, store: RatingStore) -> None:
 # ---------------------------------------------------------------- admin
 
 
-def admin_tab(cfg: AppConfig, store: RatingStore | None) -> None:
+def admin_tab(cfg: AppConfig, store: RatingStore | None, compare: CompareStore | None = None) -> None:
     counts_md = gr.Markdown(elem_id="admin-counts")
-    table = gr.Dataframe(label="Agreement of each rater with the others", elem_id="admin-agreement", interactive=False)
+    table = gr.Dataframe(label="Agreement of each rater with the others", elem_id="admin-agreement", interactive=False,
+                         headers=["rater_id", "ratings", "shared_cells", "spearman", "mean_abs_diff", "within_one"])
     refresh = gr.Button("Refresh", elem_id="admin-refresh")
     with gr.Row():
         path_box = gr.Textbox(label="Preview a candidate file (path inside the candidates directory)", elem_id="admin-path")
@@ -236,6 +244,87 @@ def admin_tab(cfg: AppConfig, store: RatingStore | None) -> None:
 
     refresh.click(on_refresh, [], [counts_md, table])
     preview.click(on_preview, [path_box], [preview_video, preview_msg])
+    if compare is not None:
+        compare_admin(cfg, compare)
+
+
+# ---------------------------------------------------------------- compare
+
+
+def compare_tab(cfg: AppConfig, store: CompareStore) -> None:
+    rater = gr.State("")
+    item = gr.State("")
+    gr.Markdown("Enter your rater id. Each item shows two videos of the same portrait and speech by two models "
+                "(which is A differs per item and rater); pick the better one, or tie.")
+    with gr.Row():
+        rater_box = gr.Textbox(label="Rater id", elem_id="compare-rater", scale=3)
+        start = gr.Button("Start / resume", elem_id="compare-start", scale=1)
+    progress_md = gr.Markdown(elem_id="compare-progress")
+    message = gr.Markdown(elem_id="compare-message")
+    with gr.Row():
+        video_a = gr.Video(label="A", interactive=False, elem_id="compare-video-a", buttons=[], height=260)
+        video_b = gr.Video(label="B", interactive=False, elem_id="compare-video-b", buttons=[], height=260)
+    with gr.Row():
+        pick_a = gr.Button("A is better", elem_id="compare-pick-a")
+        pick_tie = gr.Button("Tie", elem_id="compare-pick-tie")
+        pick_b = gr.Button("B is better", elem_id="compare-pick-b")
+    outputs = [rater, item, progress_md, message, video_a, video_b]
+
+    def view(rater_id: str, note: str = ""):
+        session = store.session(rater_id)
+        done = f"**{rater_id}**: {session.judged} of {session.total} items compared."
+        current = store.next_item(rater_id)
+        if current is None:
+            return [rater_id, "", done + " All done, thank you.", note, None, None]
+        a = store.shown_as_a(rater_id, current)
+        b = "second" if a == "first" else "first"
+        return [rater_id, current, done, note, str(store.set.video_path(current, a)), str(store.set.video_path(current, b))]
+
+    def on_start(rater_id):
+        try:
+            return view(rater_id)
+        except (RatingStoreError, CompareError) as exc:
+            return ["", "", gr.skip(), f"**Not started:** {exc}", gr.skip(), gr.skip()]
+
+    def pick(side: str):
+        def run(rater_id, item_id):
+            try:
+                if not item_id:
+                    return view(rater_id, "Nothing to compare.") if rater_id else on_start(rater_id)
+                store.choose(rater_id, item_id, side)
+                return view(rater_id, "Saved.")
+            except (RatingStoreError, CompareError) as exc:
+                return [rater_id, item_id, gr.skip(), f"**Not saved:** {exc}", gr.skip(), gr.skip()]
+        return run
+
+    start.click(on_start, [rater_box], outputs)
+    rater_box.submit(on_start, [rater_box], outputs)
+    pick_a.click(pick("A"), [rater, item], outputs)
+    pick_b.click(pick("B"), [rater, item], outputs)
+    pick_tie.click(pick("tie"), [rater, item], outputs)
+
+
+def compare_admin(cfg: AppConfig, store: CompareStore) -> None:
+    """On the Admin tab, not the Compare tab: the result names the models, which raters must not see."""
+    gr.Markdown(f"### Compare: {store.set.pair_id}")
+    result_md = gr.Markdown(elem_id="compare-result")
+    with gr.Row():
+        refresh = gr.Button("Refresh win rate", elem_id="compare-refresh")
+        log = gr.Button("Log win rate to MLflow (newer version's run)", elem_id="compare-log")
+
+    def on_refresh():
+        return store.result().line()
+
+    def on_log():
+        try:
+            result = store.result()
+            run_id = log_win_rate(result, cfg.tracking_uri)
+            return f"{result.line()}. Logged into MLflow run {run_id}."
+        except CompareError as exc:
+            return f"**Not logged:** {exc}"
+
+    refresh.click(on_refresh, [], [result_md])
+    log.click(on_log, [], [result_md])
 
 
 def build_app(cfg: AppConfig) -> gr.Blocks:
@@ -243,6 +332,7 @@ def build_app(cfg: AppConfig) -> gr.Blocks:
     store = None
     if cfg.pool is not None:
         store = RatingStore(cfg.db_path, cfg.pool.window_ids, cfg.pool.windows, seed=cfg.seed)
+    compare = CompareStore(cfg.db_path, cfg.compare, seed=cfg.seed) if cfg.compare is not None else None
     with gr.Blocks(title="talkalign") as app:
         gr.Markdown("# talkalign")
         with gr.Tabs():
@@ -253,6 +343,12 @@ def build_app(cfg: AppConfig) -> gr.Blocks:
                     rate_tab(cfg, store)
                 else:
                     gr.Markdown("Start the app with `--candidates DIR` to rate candidates.")
+            with gr.Tab("Compare", id="compare"):
+                if compare is not None:
+                    compare_tab(cfg, compare)
+                else:
+                    gr.Markdown("Start the app with `--compare DIR` (and `--compare-models A B` to build it) "
+                                "to compare two models.")
             with gr.Tab("Admin", id="admin"):
-                admin_tab(cfg, store)
+                admin_tab(cfg, store, compare)
     return app

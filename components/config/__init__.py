@@ -35,6 +35,7 @@ from components.config.evaluation import (
 from components.config.model import (
     AudioModulationConfig,
     BackboneConfig,
+    ImageEncoderConfig,
     ModulationConfig,
     NullMode,
     PortraitModelConfig,
@@ -69,7 +70,7 @@ from components.config.train import (
 
 __all__ = [
     "DIMENSIONS", "FOLLOWS", "AnnotateConfig", "AudioEncoderConfig", "AudioModulationConfig", "BackboneConfig",
-    "CandidatesConfig", "CriticConfig", "DpoConfig", "EvaluationConfig", "FlowTrainConfig", "GeneratorSpec",
+    "CandidatesConfig", "CriticConfig", "DpoConfig", "EvaluationConfig", "FlowTrainConfig", "GeneratorSpec", "ImageEncoderConfig",
     "IngestConfig", "KeypointConfig", "LoraTarget", "ModulationConfig", "NullMode", "OptimConfig", "PairsConfig",
     "Params", "ParamsError", "Phase1Config", "Phase2Config", "PortraitModelConfig", "PreferenceTrainConfig",
     "PretrainDitConfig", "PromotionGate", "RegistryConfig", "SamplingConfig", "ShardConfig",

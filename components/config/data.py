@@ -83,6 +83,9 @@ class KeypointConfig(Strict):
     max_multi_face_frac: float = Field(0.1, ge=0, le=1)
     min_face_frac: float = Field(0.08, ge=0, le=1)
     face_model: Literal[0, 1] = 1  # mediapipe face detection: 0 short range (< 2 m), 1 full range
+    # Holistic (pose + hands, ~85% of the extractor's time) runs every pose_every frames and the frames between
+    # are interpolated: 2 keeps 512 px extraction >= 25 frames/s on 2 cores (benchmarks/extractor.py).
+    pose_every: int = Field(2, ge=1)
 
 
 class IngestConfig(Strict):

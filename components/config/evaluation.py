@@ -35,6 +35,9 @@ class EvaluationConfig(Strict):
     # Local TorchScript feature extractors; None: FID / FVD are reported as unavailable (never random weights).
     fid_extractor: str | None = None  # StyleGAN3's inception-2015-12-05.pt
     fvd_extractor: str | None = None  # StyleGAN-V's i3d_torchscript.pt
+    # lip_corr / lmd / hkc / hkv measured with mediapipe (components/evaluation/landmark_metrics.py): auto = when
+    # the extractor env (.venv-extract, `make setup`) exists, else listed as not measured; on = fail without it.
+    landmark_metrics: Literal["auto", "on", "off"] = "auto"
     grid_windows: int = Field(3, ge=0)  # test windows shown side by side (reference | truth | variants) as mp4
     report_path: str = "reports/report.md"
     plots_dir: str = "reports/plots"  # <metric>.csv per metric, for `dvc plots`
@@ -44,8 +47,16 @@ class EvaluationConfig(Strict):
     # a difference between two variants is larger than what another seed alone changes.
     seed_noise_variants: list[str] = ["phase2", "dpo", "tlpo"]
     extra_seeds: list[int] = [1, 2]
-    comparisons: list[tuple[str, str]] = [("dpo", "phase2"), ("tlpo", "dpo")]  # (variant, baseline) rows of the seed-noise table
+    # (variant, baseline) pairs the report compares: paired differences over the same windows and seeds, with a
+    # bootstrap CI over windows (and over the sampling seeds both were drawn with); beyond noise = CI excludes 0.
+    comparisons: list[tuple[str, str]] = [("dpo", "phase2"), ("tlpo", "dpo")]
     seed_noise_path: str = "reports/seed_noise.json"
+    bootstrap_resamples: int = Field(2000, ge=100)  # resamples of every bootstrap CI (95 %, percentile)
+    bootstrap_seed: int = 0  # of the resampling, so the report and claims are reproducible
+    # The papers' claims the run tests (components/evaluation/claims.py): markdown, and a DVC metric file.
+    claims_path: str = "reports/claims.md"
+    claims_metrics_path: str = "reports/claims.json"
+    claims_psnr_tolerance_db: float = Field(0.3, ge=0)  # "DPO beats SFT at PSNR within": CI lower bound > -tolerance
 
 
 class PromotionGate(Strict):

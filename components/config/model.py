@@ -11,6 +11,10 @@ from components.config.data import AudioEncoderConfig, Wav2Vec2Tiny
 
 TemporalVariant = Literal["reshape", "half", "downsample"]
 NullMode = Literal["zero", "learned"]
+WAN_TEXT_TOKENS = 512  # text tokens diffusers' Wan attention assumes when image tokens precede them
+# Storage dtype of frozen pretrained weights (bfloat16 on the cluster; diffusers keeps its _keep_in_fp32_modules in
+# fp32); trainable weights are always float32 (components/model/precision.py).
+WeightDtype = Literal["float32", "bfloat16"]
 
 
 class AudioModulationConfig(Strict):
@@ -65,6 +69,10 @@ class BackboneConfig(Strict):
     text_dim: int = Field(32, ge=1)
     freq_dim: int = Field(32, ge=2)
     patch_size: tuple[int, int, int] = (1, 2, 2)
+    # I2V image context (Wan2.1-I2V: CLIP 1280-d tokens, added k/v at model width); None -> no image tokens.
+    image_dim: int | None = Field(None, ge=1)
+    added_kv_proj_dim: int | None = Field(None, ge=1)
+    dtype: WeightDtype = "float32"  # frozen weights' dtype (load with torch_dtype)
     seed: int = 0
 
 
@@ -76,14 +84,37 @@ class TextEncoderConfig(Strict):
     num_layers: int = Field(1, ge=1)
     num_heads: int = Field(2, ge=1)
     d_ff: int = Field(64, ge=1)
+    dtype: WeightDtype = "float32"  # the frozen encoder's weights; its embeddings are handed on in float32
     seed: int = 0
+
+
+class ImageEncoderConfig(Strict):
+    # Local Wan I2V checkpoint root with `image_encoder/` (CLIP vision) and `image_processor/` (CLIPImageProcessor):
+    # the reference frame's CLIP hidden_states[-2] become the transformer's image tokens, as WanImageToVideoPipeline
+    # does. Needed exactly when the backbone has image_dim (Wan2.1-I2V); the toy profile has none.
+    pretrained_path: str
+    dtype: WeightDtype = "float32"  # the Wan pipeline runs its CLIP in float32
 
 
 class PortraitModelConfig(Strict):
     backbone: BackboneConfig = BackboneConfig()
     text: TextEncoderConfig = TextEncoderConfig()
+    image_encoder: ImageEncoderConfig | None = None  # None: no CLIP image tokens (toy; backbones without image_dim)
     modulation: ModulationConfig = ModulationConfig()
     seed: int = 0  # initialisation of the modulation layers
+
+    @model_validator(mode="after")
+    def _image_tokens_configured(self) -> PortraitModelConfig:
+        # diffusers' Wan attention takes the last 512 context tokens as text and the ones before as image tokens.
+        image_dim = self.backbone.image_dim
+        if image_dim is not None and self.image_encoder is None:
+            raise ValueError(f"backbone.image_dim = {image_dim} (CLIP image tokens) needs image_encoder.pretrained_path")
+        if image_dim is None and self.image_encoder is not None:
+            raise ValueError("image_encoder is set but backbone.image_dim is null (the backbone takes no image tokens)")
+        if image_dim is not None and self.text.max_length != WAN_TEXT_TOKENS:
+            raise ValueError(f"text.max_length must be {WAN_TEXT_TOKENS} with image tokens (diffusers' Wan attention "
+                             f"slices the last {WAN_TEXT_TOKENS} context tokens as text), got {self.text.max_length}")
+        return self
 
     @model_validator(mode="after")
     def _text_width_matches(self) -> PortraitModelConfig:
@@ -113,4 +144,5 @@ class VaeConfig(Strict):
     dim_mult: tuple[int, ...] = (1, 2, 2, 2)
     num_res_blocks: int = Field(1, ge=1)
     temperal_downsample: tuple[bool, ...] = (False, True, True)  # upstream spelling
+    dtype: WeightDtype = "float32"  # frozen VAE weights' dtype (load with torch_dtype)
     seed: int = 0

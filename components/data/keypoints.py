@@ -159,7 +159,7 @@ class MediapipeExtractor:
         from components.data.landmarks import landmarks_from_reply, pose_joints
 
         height, width = decoded.frames.shape[1:3]
-        options = {"face_model": self.cfg.face_model}
+        options = {"face_model": self.cfg.face_model, "pose_every": self.cfg.pose_every}
         cache = Path(self.cfg.cache_dir) if self.cfg.cache_dir else None
         try:
             reply = extract_landmarks(Path(video_path), decoded.frames, options, self.python, cache,

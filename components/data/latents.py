@@ -3,6 +3,8 @@
 One safetensors file holds, for N windows of T frames:
 
     latents        float32 [N, z, T', h, w]  normalised (see components.model.vae), posterior mode
+    cond_latents   float32 [N, z, T', h, w]  the Wan I2V condition: [first frame, T-1 zero frames] encoded alike
+    image_emb      float32 [N, tokens, d]    CLIP hidden_states[-2] of the first frame; only with an image encoder
     audio_mel      float32 [N, T, 4, n_mels] normalised log-mel (windows.normalise_mel: what the model sees)
     audio_wav2vec  float32 [N, T, tokens, d]
     pose           float32 [N, T, J, 3]
@@ -14,9 +16,10 @@ One safetensors file holds, for N windows of T frames:
 and, as JSON strings in the safetensors metadata: format, clip_ids, identities (per clip), the VAE's config
 and weights digests (a DiT stage refuses latents of another VAE), the latent mean/std used to normalise.
 
-The reference image's latent is `latents[:, :, :1]`: the causal VAE encodes frame 0 alone (its first chunk
-sees no other frame), so latent frame 0 of a window equals the encoding of the window's first frame as a
-one-frame video. tests/components/data/test_latents.py checks this equality.
+The reference image is the window's first frame. Its latent is `latents[:, :, :1]` (the causal VAE encodes
+frame 0 alone, so latent frame 0 of a window equals the encoding of the first frame as a one-frame video, and
+equals `cond_latents[:, :, :1]`); `cond_latents` and `image_emb` are what WanImageToVideoPipeline would condition
+on for that reference (components/model/i2v_conditioning.py), computed once here for every DiT stage.
 """
 
 from __future__ import annotations
@@ -34,15 +37,12 @@ from components.io.atomic import atomic_file
 __all__ = [
     "LATENT_CACHE_FORMAT",
     "LatentCache",
-    "encode_windows",
     "load_latent_cache",
     "save_latent_cache",
-    "vae_config_digest",
-    "vae_weights_digest",
 ]
 
-LATENT_CACHE_FORMAT = "talkalign-latents/1"
-_TENSORS = ("latents", "audio_mel", "audio_wav2vec", "pose", "mouth_open", "mouth_box", "window_start", "clip_index")
+LATENT_CACHE_FORMAT = "talkalign-latents/2"  # 2: cond_latents (+ image_emb)
+_TENSORS = ("latents", "cond_latents", "audio_mel", "audio_wav2vec", "pose", "mouth_open", "mouth_box", "window_start", "clip_index")
 
 
 @dataclass
@@ -61,18 +61,32 @@ class LatentCache:
     vae_weights_digest: str
     latents_mean: list[float]
     latents_std: list[float]
+    cond_latents: torch.Tensor | None = None  # float32 [N, z, T', h, w]; required (None only while building)
+    image_emb: torch.Tensor | None = None  # float32 [N, tokens, d] CLIP tokens; None without an image encoder
 
     def __len__(self) -> int:
         return len(self.latents)
 
     @property
     def reference_latents(self) -> torch.Tensor:
-        """[N, z, 1, h, w]: the first frame's latent, the image-to-video condition (see the module docstring)."""
+        """[N, z, 1, h, w]: the first frame's latent (see the module docstring)."""
         return self.latents[:, :, :1]
+
+    def condition(self, rows: slice | torch.Tensor) -> dict[str, torch.Tensor]:
+        """The I2V conditioning of some windows: `cond` latents and, with an image encoder, `image_emb`."""
+        out = {"cond": self.cond_latents[rows]}
+        if self.image_emb is not None:
+            out["image_emb"] = self.image_emb[rows]
+        return out
 
     def check(self, where: str = "latent cache") -> None:
         """Raise ValueError naming `where` when the tensors disagree with each other or the clip list."""
         n = len(self.latents)
+        if self.cond_latents is None or self.cond_latents.shape != self.latents.shape:
+            found = None if self.cond_latents is None else tuple(self.cond_latents.shape)
+            raise ValueError(f"{where}: cond_latents {found} must have the latents' shape {tuple(self.latents.shape)}")
+        if self.image_emb is not None and (self.image_emb.ndim != 3 or len(self.image_emb) != n):
+            raise ValueError(f"{where}: image_emb {tuple(self.image_emb.shape)} must be [{n}, tokens, dim]")
         bad = {name: tuple(getattr(self, name).shape) for name in _TENSORS if len(getattr(self, name)) != n}
         if bad:
             raise ValueError(f"{where}: {n} latents but first axes {bad}")
@@ -90,6 +104,8 @@ def save_latent_cache(path: str | Path, cache: LatentCache) -> None:
     path = Path(path)
     cache.check(str(path))
     tensors = {name: getattr(cache, name).contiguous() for name in _TENSORS}
+    if cache.image_emb is not None:
+        tensors["image_emb"] = cache.image_emb.contiguous()
     metadata = {
         "format": LATENT_CACHE_FORMAT,
         "clip_ids": json.dumps(cache.clip_ids),
@@ -111,6 +127,10 @@ def load_latent_cache(path: str | Path) -> LatentCache:
     try:
         with safe_open(str(path), framework="pt") as f:
             metadata = f.metadata() or {}
+            found = metadata.get("format") or ""
+            if found.startswith("talkalign-latents/") and found != LATENT_CACHE_FORMAT:
+                raise ValueError(f"{path}: latent cache format {found}, expected {LATENT_CACHE_FORMAT} "
+                                 "(re-run the latents stage)")
             if metadata.get("format") != LATENT_CACHE_FORMAT:
                 raise ValueError(f"{path}: not a latent cache (format {metadata.get('format')!r}, "
                                  f"expected {LATENT_CACHE_FORMAT})")
@@ -118,6 +138,7 @@ def load_latent_cache(path: str | Path) -> LatentCache:
             if missing:
                 raise ValueError(f"{path}: latent cache lacks tensors {missing}")
             tensors = {name: f.get_tensor(name) for name in _TENSORS}
+            image_emb = f.get_tensor("image_emb") if "image_emb" in f.keys() else None
         cache = LatentCache(
             **tensors,
             clip_ids=list(json.loads(metadata["clip_ids"])),
@@ -126,6 +147,7 @@ def load_latent_cache(path: str | Path) -> LatentCache:
             vae_weights_digest=metadata["vae_weights_digest"],
             latents_mean=[float(v) for v in json.loads(metadata["latents_mean"])],
             latents_std=[float(v) for v in json.loads(metadata["latents_std"])],
+            image_emb=image_emb,
         )
     except (SafetensorError, OSError, KeyError, json.JSONDecodeError) as exc:
         raise ValueError(f"{path}: unreadable latent cache ({type(exc).__name__}: {exc})") from exc

@@ -4,8 +4,9 @@ Per variant: Sync-C / Sync-D (SyncNet protocol, with the official weights or our
 world's ground-truth lip metrics (read by the mouth reader), PSNR and SSIM against the true frames, the critic's
 scores when a critic was trained, and FID / FVD when their extractors are given. Upper bounds of the measures
 come first: the true frames and the VAE's reconstruction of them. Variants in `seed_noise_variants` are sampled
-again with each extra seed, so a difference between variants can be weighed against what another seed changes.
-`evaluate_models` returns it all; evaluation_outputs.py writes the files.
+again with each extra seed. Every run also keeps its per-window values (window_scores.py), so that each
+comparison of two variants is a paired difference over the same windows and seeds with a bootstrap CI.
+`evaluate_models` returns it all; evaluation_outputs.py writes the files (claims.py judges the papers' claims).
 """
 
 from __future__ import annotations
@@ -22,11 +23,13 @@ from components.data.latents import LatentCache, load_latent_cache
 from components.data.windows import ClipSample, Window, load_split, make_windows
 from components.evaluation.fid import FrechetScorer, unavailable_metrics
 from components.evaluation.generation import decode_to_frames, generate_test_windows
-from components.evaluation.metrics import lip_metrics, psnr, ssim
+from components.evaluation.landmark_metrics import landmark_scorer
+from components.evaluation.metrics import centred_truth, lip_readings, pooled_lip_corr, psnr_windows, ssim_windows
 from components.evaluation.reader_fit import fit_reader
 from components.evaluation.sync_inputs import clip_mfcc
-from components.evaluation.sync_metrics import SyncVideo, embed_audio, mean_sync_scores
+from components.evaluation.sync_metrics import SyncVideo, embed_audio, sync_scores, sync_table
 from components.evaluation.syncnet import SyncExpert, load_sync_expert
+from components.evaluation.window_scores import PerWindow, WindowScores
 from components.model.loading import load_bundle
 
 Scores = dict[str, float]
@@ -54,6 +57,23 @@ def sync_expert_paragraph(expert: SyncExpert, params: Params) -> str:
     )
 
 
+def metric_sources(params: Params, expert: SyncExpert, scores: VideoScorer) -> dict[str, str]:
+    """metric -> which extractor or model produced it, for the report."""
+    sync = (f"official SyncNet weights ({expert.meta['weights']})" if expert.source == "official"
+            else "talkalign's own sync expert (sync_expert stage)")
+    reader = "talkalign's mouth reader (ridge on mouth-box pixels) vs the synthetic world's truth"
+    cfg = params.evaluation
+    out = {m: sync for m in ("sync_c", "sync_d", "sync_abs_offset", "sync_offset", "sync_c_audio_zeroed")}
+    out |= {m: reader for m in ("lip_corr", "lip_err", "lip_corr_audio_zeroed")}
+    out |= {"psnr": "pixels (no extractor)", "ssim": "pixels (no extractor)"}
+    out |= {f"critic_{d}": "talkalign's Talking-Critic (critic stage)" for d in ("lip_sync", "motion", "quality")}
+    if cfg.fid_extractor:
+        out["fid"] = f"Inception ({cfg.fid_extractor})"
+    if cfg.fvd_extractor:
+        out["fvd"] = f"I3D ({cfg.fvd_extractor})"
+    return out | (scores.landmarks.sources() if scores.landmarks else {})
+
+
 def summarise_seeds(runs: list[Scores], seeds: list[int]) -> dict[str, dict]:
     """Per metric: the value of each seed, their mean and (sample) standard deviation."""
     out = {}
@@ -65,8 +85,9 @@ def summarise_seeds(runs: list[Scores], seeds: list[int]) -> dict[str, dict]:
     return out
 
 
-def critic_scorer(params: Params, mouth_box: np.ndarray, mel: np.ndarray) -> Callable[[np.ndarray], Scores] | None:
-    """video uint8 [N,T,H,W,3] -> mean critic score per dimension over the windows, or None without a critic.
+def critic_window_scorer(params: Params, mouth_box: np.ndarray,
+                         mel: np.ndarray) -> Callable[[np.ndarray], dict[str, np.ndarray]] | None:
+    """video uint8 [N,T,H,W,3] -> critic_<dimension> -> score per window [N], or None without a critic.
     The critic (critic stage) was trained on candidates of the training split: the test windows are new to it."""
     from components.preference.critic import load_critic, score_videos
 
@@ -74,11 +95,15 @@ def critic_scorer(params: Params, mouth_box: np.ndarray, mel: np.ndarray) -> Cal
         print(f"no critic at {params.critic.out_dir}: critic scores left out")
         return None
     critic = load_critic(params.critic.out_dir)
+    return lambda video: {f"critic_{d}": np.asarray(v, np.float64) for d, v in score_videos(critic, video, mouth_box, mel).items()}
 
-    def score(video: np.ndarray) -> Scores:
-        return {f"critic_{d}": float(v.mean()) for d, v in score_videos(critic, video, mouth_box, mel).items()}
 
-    return score
+def critic_scorer(params: Params, mouth_box: np.ndarray, mel: np.ndarray) -> Callable[[np.ndarray], Scores] | None:
+    """As critic_window_scorer, the mean over windows per dimension."""
+    per_window = critic_window_scorer(params, mouth_box, mel)
+    if per_window is None:
+        return None
+    return lambda video: {k: float(v.mean()) for k, v in per_window(video).items()}
 
 
 @dataclass
@@ -130,32 +155,65 @@ class VideoScorer:
             self.frechet["fid"] = FrechetScorer.build("fid", cfg.fid_extractor, truth[:, 1:].reshape(-1, *truth.shape[2:]))
         if cfg.fvd_extractor:
             self.frechet["fvd"] = FrechetScorer.build("fvd", cfg.fvd_extractor, truth[:, 1:])
-        self.critic = critic_scorer(params, test.mouth_box, test.cache.audio_mel[: test.n].numpy())
+        self.critic = critic_window_scorer(params, test.mouth_box, test.cache.audio_mel[: test.n].numpy())
+        self.lip_truth = centred_truth(test.mouth_open)
+        # lip / hand landmark metrics measured with mediapipe (when its extractor env exists); none -> reasons
+        self.landmarks, self.landmarks_unavailable = landmark_scorer(
+            cfg.landmark_metrics, truth, test.cache.audio_mel[: test.n].numpy(), params.ingest.keypoints.extractor_python)
+
+    def sync_windows(self, video: np.ndarray) -> dict[str, np.ndarray]:
+        """Per window: Sync-C, Sync-D and the AV offset (SyncNet protocol, each window one video)."""
+        box = self.test.mouth_box
+        scores = [sync_scores(sync_table(self.expert.model, SyncVideo(video[i, 1:], box[i, 1:], self.audio_emb[w.clip_id],
+                                                                      w.start + 1)))
+                  for i, w in enumerate(self.test.windows)]
+        offsets = np.array([s.offset for s in scores], np.float64)
+        return {"sync_c": np.array([s.sync_c for s in scores]), "sync_d": np.array([s.sync_d for s in scores]),
+                "sync_offset": offsets, "sync_abs_offset": np.abs(offsets)}
 
     def sync(self, video: np.ndarray) -> Scores:
-        box = self.test.mouth_box
-        return mean_sync_scores(self.expert.model, [
-            SyncVideo(video[i, 1:], box[i, 1:], self.audio_emb[w.clip_id], w.start + 1) for i, w in enumerate(self.test.windows)
-        ])
+        """Means over windows, as papers report them; sync_offset is the median AV offset."""
+        return _summary(self.sync_windows(video))
+
+    def lip_windows(self, video: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The centred mouth openings read from the pixels [N, T-1] and the lip error per window [N]."""
+        return lip_readings(video, self.test.mouth_open, self.test.mouth_box, self.reader)
 
     def lips(self, video: np.ndarray) -> Scores:
-        return lip_metrics(video, self.test.mouth_open, self.test.mouth_box, self.reader)
+        opening, err = self.lip_windows(video)
+        return {"lip_corr": pooled_lip_corr(opening, self.lip_truth), "lip_err": float(err.mean())}
 
     def ground_truth(self) -> Scores:
         """The measures' upper bounds on the true frames (no pixel or distribution distance: those are 0 there)."""
         truth = self.test.truth
-        return {**self.sync(truth), **self.lips(truth), **(self.critic(truth) if self.critic else {})}
+        return {**self.sync(truth), **self.lips(truth), **(_summary(self.critic(truth)) if self.critic else {}),
+                **(self.landmarks.ground_truth() if self.landmarks else {})}
 
     def __call__(self, video: np.ndarray) -> Scores:
+        return self.score(video)[0]
+
+    def score(self, video: np.ndarray) -> tuple[Scores, WindowScores]:
+        """The summary (what metrics.json holds) and the per-window values behind it."""
         truth = self.test.truth
-        out = {**self.sync(video), **self.lips(video), "psnr": psnr(video, truth), "ssim": ssim(video, truth)}
-        if self.critic is not None:
-            out.update(self.critic(video))
+        opening, lip_err = self.lip_windows(video)
+        sync = self.sync_windows(video)
+        values = {"lip_err": lip_err, "psnr": psnr_windows(video, truth), "ssim": ssim_windows(video, truth),
+                  **(self.critic(video) if self.critic is not None else {})}
+        out = {**_summary(sync), "lip_corr": pooled_lip_corr(opening, self.lip_truth), **_summary(values)}
+        values |= sync
         if "fid" in self.frechet:
             out["fid"] = self.frechet["fid"](video[:, 1:].reshape(-1, *video.shape[2:]))
         if "fvd" in self.frechet:
             out["fvd"] = self.frechet["fvd"](video[:, 1:])
-        return out
+        if self.landmarks is not None:
+            out.update(self.landmarks(video))
+        values.pop("sync_offset")  # a signed offset: its median is reported, a mean difference would mislead
+        return out, WindowScores(values, opening)
+
+
+def _summary(values: dict[str, np.ndarray]) -> Scores:
+    """Per-window values -> the table's numbers: the mean over windows (the median for the signed AV offset)."""
+    return {k: float(np.median(v) if k == "sync_offset" else np.mean(v)) for k, v in values.items()}
 
 
 @dataclass
@@ -167,6 +225,8 @@ class Evaluation:
     unavailable: dict[str, str]  # metric -> why it was not computed
     test: HeldOutWindows
     shown: dict[str, np.ndarray] = field(default_factory=dict)  # variant -> its first grid_windows generations
+    sources: dict[str, str] = field(default_factory=dict)  # metric -> the extractor / model that measured it
+    per_window: PerWindow = field(default_factory=PerWindow)  # every run's per-window values, for paired CIs
 
 
 def evaluate_models(params: Params) -> Evaluation:
@@ -181,12 +241,14 @@ def evaluate_models(params: Params) -> Evaluation:
 
     results: dict[str, Scores] = {"ground_truth": scores.ground_truth()}
     results["vae_reconstruction"] = scores(decode_to_frames(first, test.cache.latents[:n]))
+    per_window = PerWindow(lip_truth=scores.lip_truth, resamples=cfg.bootstrap_resamples, seed=cfg.bootstrap_seed)
     shown: dict[str, np.ndarray] = {}
     for name, directory in cfg.models.items():
         bundle = load_bundle(directory)
         torch.manual_seed(0)
         generated = generate_test_windows(bundle, test.cache, params.sampling, max_windows=n)
-        metrics = scores(generated.frames)
+        metrics, windows = scores.score(generated.frames)
+        per_window.add(name, params.sampling.seed, windows)
         if "audio" in bundle.model.motion:
             zeroed = generate_test_windows(bundle, test.cache, params.sampling, audio="zeroed", max_windows=n)
             metrics["lip_corr_audio_zeroed"] = scores.lips(zeroed.frames)["lip_corr"]
@@ -201,8 +263,11 @@ def evaluate_models(params: Params) -> Evaluation:
         runs = [results[name]]
         for seed in cfg.extra_seeds:
             sampling = params.sampling.model_copy(update={"seed": seed})
-            runs.append(scores(generate_test_windows(bundle, test.cache, sampling, max_windows=n).frames))
+            metrics, windows = scores.score(generate_test_windows(bundle, test.cache, sampling, max_windows=n).frames)
+            runs.append(metrics)
+            per_window.add(name, seed, windows)
         seed_noise[name] = summarise_seeds(runs, [params.sampling.seed, *cfg.extra_seeds])
 
     return Evaluation(results=results, seed_noise=seed_noise, reader_scores=reader_scores, expert=expert,
-                      unavailable=unavailable_metrics(cfg.fid_extractor, cfg.fvd_extractor), test=test, shown=shown)
+                      unavailable={**unavailable_metrics(cfg.fid_extractor, cfg.fvd_extractor), **scores.landmarks_unavailable},
+                      test=test, shown=shown, sources=metric_sources(params, expert, scores), per_window=per_window)

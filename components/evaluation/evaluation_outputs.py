@@ -2,20 +2,25 @@
 
 evaluation.metrics_path (the DVC metric), evaluation.seed_noise_path (when seed noise was measured),
 <plots_dir>/<metric>.csv (DVC plots), <figures_dir>/metrics.png, side-by-side mp4s of the first grid windows in
-videos_dir (reference | truth | every variant, with the window's audio), and report_path, which says what every
-number means and what is missing.
+videos_dir (reference | truth | every variant, with the window's audio), report_path, which says what every
+number means and what is missing, with each evaluation.comparisons pair as paired differences with bootstrap CIs,
+and claims_path / claims_metrics_path: the papers' claims judged by this run (claims.py).
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
 from components.config import Params
+from components.evaluation.bootstrap import Interval
 from components.evaluation.charts import write_overview_png, write_plot_data
+from components.evaluation.claims import judge_claims, write_claims
 from components.evaluation.evaluate_models import Evaluation, sync_expert_paragraph
 from components.evaluation.grid import write_comparison_video
 from components.evaluation.report import METRICS, ReportInputs, write_report
+from components.evaluation.window_scores import PER_WINDOW_METRICS, POOLED_METRICS, PerWindow
 from components.io.atomic import write_json
 
 
@@ -27,6 +32,8 @@ class EvaluationFiles:
     chart: Path
     plots: list[Path]
     videos: list[Path]
+    claims: Path | None = None
+    claims_metrics: Path | None = None
 
 
 def write_comparison_videos(params: Params, evaluation: Evaluation) -> list[Path]:
@@ -45,8 +52,25 @@ def write_comparison_videos(params: Params, evaluation: Evaluation) -> list[Path
     return videos
 
 
+def comparison_differences(per_window: PerWindow, comparisons: list[tuple[str, str]]
+                           ) -> dict[tuple[str, str], dict[str, Interval]]:
+    """(variant, baseline) -> metric -> paired difference with CI, for the pairs both variants of have been run."""
+    out = {}
+    for a, b in comparisons:
+        rows = {m: per_window.compare(a, b, m) for m in (*POOLED_METRICS, *PER_WINDOW_METRICS)}
+        rows = {m: d for m, d in rows.items() if d is not None and math.isfinite(d.estimate)}
+        if rows:
+            out[(a, b)] = rows
+    return out
+
+
 def write_evaluation(params: Params, evaluation: Evaluation) -> EvaluationFiles:
     cfg, results = params.evaluation, evaluation.results
+    differences = comparison_differences(evaluation.per_window, [tuple(c) for c in cfg.comparisons])
+    claims = judge_claims(evaluation.per_window, results, params.critic.metrics_path, cfg.claims_psnr_tolerance_db)
+    claims_md, claims_json = write_claims(
+        cfg.claims_path, cfg.claims_metrics_path, claims, evaluation.test.n, cfg.bootstrap_resamples,
+        {f"{a}_vs_{b}": {m: d.as_dict() for m, d in rows.items()} for (a, b), rows in differences.items()})
     write_json(cfg.metrics_path, results)
     seed_noise = None
     if evaluation.seed_noise:
@@ -69,6 +93,10 @@ def write_evaluation(params: Params, evaluation: Evaluation) -> EvaluationFiles:
         videos=videos,
         seed_noise=evaluation.seed_noise,
         comparisons=[tuple(c) for c in cfg.comparisons],
+        sources=evaluation.sources,
+        differences=differences,
+        resamples=cfg.bootstrap_resamples,
+        claims=claims_md,
     ))
     return EvaluationFiles(metrics=Path(cfg.metrics_path), seed_noise=seed_noise, report=Path(report), chart=Path(chart),
-                           plots=[Path(p) for p in plots], videos=videos)
+                           plots=[Path(p) for p in plots], videos=videos, claims=claims_md, claims_metrics=claims_json)

@@ -31,14 +31,11 @@ __all__ = [
     "unavailable_metrics",
 ]
 
-# Metrics of the Hallo4 / FantasyTalking2 tables with no supported extractor in this pipeline yet.
+# Metrics of the Hallo4 / FantasyTalking2 tables with no supported extractor in this pipeline yet (HKC / HKV:
+# hkc_mediapipe / hkv_mediapipe in components/evaluation/landmark_metrics.py, reported there when not measured).
 UNSUPPORTED_METRICS = {
     "e_fid": "E-FID needs the expression coefficients of a 3D face reconstruction network (Deep3DFaceRecon); no "
              "supported extractor is wired in yet",
-    "hkc": "HKC (hand keypoint confidence) needs a pretrained hand keypoint detector; no supported detector is "
-           "wired in yet",
-    "hkv": "HKV (hand keypoint variance) needs a pretrained hand keypoint detector; no supported detector is "
-           "wired in yet",
     "keypoint_err": "keypoint tracking error of the rendered body needs a body keypoint detector trained on the "
                     "training split (ours, to be named as such); not built yet",
 }

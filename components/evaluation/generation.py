@@ -1,7 +1,8 @@
 """Generate the held-out test windows with a model bundle, the same way for every variant.
 
 Every variant samples the same windows from the same noise (one seed per window), conditioned on the window's
-true first frame (the reference, latent frame 0), its audio and its pose. `audio="zeroed"` replaces the audio
+true first frame (the reference: the latent cache's Wan I2V condition latents and CLIP image tokens), its audio
+and its pose. `audio="zeroed"` replaces the audio
 by the model's null condition in both guidance passes: the "same model with audio zeroed" baseline.
 """
 
@@ -64,14 +65,14 @@ def generate_test_windows(
     latents = []
     for start in range(0, n, sample_batch_size):
         rows = range(start, min(n, start + sample_batch_size))  # windows sampled together: one model call per step
-        ref = cache.latents[rows.start : rows.stop, :, :1]
+        condition = cache.condition(slice(rows.start, rows.stop))
         feats = features[rows.start : rows.stop] if has_audio else None
         pose = cache.pose[rows.start : rows.stop] if has_pose else None
         text = text_emb.expand(len(rows), *text_emb.shape[1:])
 
         def velocity(x: torch.Tensor, t: torch.Tensor, audio_dropped: bool) -> torch.Tensor:
             drop = torch.full((len(rows),), audio_dropped or audio == "zeroed") if has_audio else None
-            return model(x, t, ref, feats, pose, text, drop_audio=drop)
+            return model(x, t, condition["cond"], feats, pose, text, drop_audio=drop, image_emb=condition.get("image_emb"))
 
         noise = window_noise(tuple(cache.latents.shape[1:]), sampling.seed, rows)
         latents.append(sample(velocity, tuple(noise.shape), sampling.steps, sampling.shift, guidance, noise=noise))

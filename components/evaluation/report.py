@@ -1,5 +1,6 @@
-"""reports/report.md: what a person reads first after `evaluate`. Tables, charts, the side-by-side videos, what
-every metric means, where the sync scores come from, and which metrics are missing and why."""
+"""reports/report.md: what a person reads first after `evaluate`. Tables, each comparison of two variants as a
+paired difference with its bootstrap CI, charts, the side-by-side videos, what every metric means, where the sync
+scores come from, and which metrics are missing and why."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 from components.io.atomic import atomic_file
 
@@ -49,9 +51,32 @@ METRICS: dict[str, MetricInfo] = {
                                   "is arbitrary; compare variants with each other"),
     "critic_motion": MetricInfo("critic motion", "higher", "the critic's mean motion-naturalness score (arbitrary scale)"),
     "critic_quality": MetricInfo("critic quality", "higher", "the critic's mean visual-quality score (arbitrary scale)"),
+    "lip_corr_mediapipe": MetricInfo("lip corr (mediapipe)", "higher", "no truth needed: Pearson correlation of the "
+                                     "mouth opening from mediapipe's face mesh (inner-lip gap / mouth width) with the "
+                                     "audio envelope (mean normalised log-mel per frame), each window centred, pooled; "
+                                     "left out when the mesh found no lips"),
+    "lmd_mediapipe": MetricInfo("LMD (mediapipe)", "lower", "lip landmark distance: mean pixel distance between the face "
+                                "mesh's lip landmarks on generated and true frames, each frame's lips centred on their mean"),
+    "hkc_mediapipe": MetricInfo("HKC (mediapipe)", "higher", "hand keypoint confidence (Hallo4) as mediapipe gives it: the "
+                                "fraction of frames x hands in which Holistic's hand landmarker finds the hand"),
+    "hkv_mediapipe": MetricInfo("HKV (mediapipe)", "higher", "hand keypoint variance (Hallo4): variance over time of the "
+                                "hand landmarks (units of the frame side) where found; left out when no hand is found"),
     "fid": MetricInfo("FID", "lower", "Fréchet distance between Inception features of generated and true frames"),
     "fvd": MetricInfo("FVD", "lower", "Fréchet distance between I3D features of generated and true windows"),
 }
+
+class Difference(Protocol):
+    """A paired difference with its CI (bootstrap.Interval)."""
+
+    estimate: float
+    lo: float
+    hi: float
+    n_windows: int
+    n_seeds: int
+
+    @property
+    def excludes_zero(self) -> bool: ...
+
 
 REFERENCE_ROWS = {
     "ground_truth": "the true test frames: the upper bound of each measure (what a perfect model would score)",
@@ -70,6 +95,11 @@ class ReportInputs:
     videos: list[Path] = field(default_factory=list)
     seed_noise: dict[str, dict[str, dict]] = field(default_factory=dict)  # variant -> metric -> mean/std/values
     comparisons: list[tuple[str, str]] = field(default_factory=list)  # (variant, baseline)
+    sources: dict[str, str] = field(default_factory=dict)  # metric -> the extractor / model that produced it
+    # (variant, baseline) -> metric -> paired difference with its CI (window_scores.PerWindow.compare)
+    differences: dict[tuple[str, str], dict[str, Difference]] = field(default_factory=dict)
+    resamples: int = 2000
+    claims: Path | None = None  # claims.md, linked from the report
 
 
 def _format(value: float | None) -> str:
@@ -118,8 +148,13 @@ def render_report(inputs: ReportInputs, report_path: str | Path) -> str:
         inputs.sync_expert,
         "",
     ]
+    if inputs.claims is not None:
+        out += ["## The papers' claims", "", f"Which claims of Hallo4 and FantasyTalking2 this run reproduces, each with "
+                f"its measured difference and CI: [{Path(inputs.claims).name}]({rel(inputs.claims)}).", ""]
+    if inputs.differences:
+        out += _differences_section(inputs.differences, inputs.resamples)
     if inputs.seed_noise:
-        out += _seed_noise_section(inputs.seed_noise, inputs.comparisons)
+        out += _seed_noise_section(inputs.seed_noise)
     if inputs.chart is not None:
         out += ["## Charts", "", f"![metrics per variant]({rel(inputs.chart)})", "",
                 "`dvc plots show` draws the same numbers from `plots/<metric>.csv`.", ""]
@@ -130,6 +165,9 @@ def render_report(inputs: ReportInputs, report_path: str | Path) -> str:
     out += ["## What each metric means", "", "| metric | better | meaning |", "|---|---|---|"]
     out += [f"| {METRICS[m].label} (`{m}`) | {METRICS[m].better} | {METRICS[m].meaning} |" for m in metrics if m in METRICS]
     out += [""]
+    if inputs.sources:
+        out += ["### Which extractor produced each metric", "", "| metric | measured by |", "|---|---|"]
+        out += [f"| `{m}` | {inputs.sources[m]} |" for m in metrics if m in inputs.sources] + [""]
     if inputs.unavailable:
         out += ["## Not measured", "", "| metric | why |", "|---|---|"]
         out += [f"| `{m}` | {reason} |" for m, reason in inputs.unavailable.items()] + [""]
@@ -139,28 +177,38 @@ def render_report(inputs: ReportInputs, report_path: str | Path) -> str:
 SEED_METRICS = ("sync_c", "sync_d", "lip_corr", "lip_err", "psnr", "ssim", "critic_lip_sync", "critic_motion", "critic_quality")
 
 
-def _seed_noise_section(noise: dict[str, dict[str, dict]], comparisons: list[tuple[str, str]]) -> list[str]:
-    """Mean ± std over sampling seeds, and each comparison's difference against the noise of both variants."""
+def _signed(x: float) -> str:
+    return "–" if not math.isfinite(x) else f"{x:+.3f}".replace("-", "−")
+
+
+def _differences_section(differences: dict[tuple[str, str], dict[str, Difference]], resamples: int) -> list[str]:
+    """One table per comparison: each metric's paired difference, its 95 % CI and whether it is beyond noise."""
+    out = ["## Comparisons", "", "Each row: variant − baseline on the same held-out windows generated from the same "
+           f"noise, a 95 % percentile bootstrap CI ({resamples} resamples of the windows, and of the sampling seeds both "
+           "were drawn with). *Beyond noise* when the CI excludes 0; ↑ / ↓ say which sign is better. Lip corr is "
+           "pooled over windows: each resample recomputes it.", ""]
+    for (a, b), rows in differences.items():
+        out += [f"### {a} − {b}", "", "| measure | difference | 95 % CI | windows × seeds | beyond noise |",
+                "|---|---:|---|---|---|"]
+        for metric, d in rows.items():
+            info = METRICS.get(metric)
+            label = (info.label + {"higher": " ↑", "lower": " ↓"}.get(info.better, "")) if info else metric
+            beyond = ("**yes**" if d.excludes_zero else "no") if math.isfinite(d.estimate) else "–"
+            out.append(f"| {label} | {_signed(d.estimate)} | [{_signed(d.lo)}, {_signed(d.hi)}] | "
+                       f"{d.n_windows} × {d.n_seeds} | {beyond} |")
+        out.append("")
+    return out
+
+
+def _seed_noise_section(noise: dict[str, dict[str, dict]]) -> list[str]:
+    """Mean ± std over sampling seeds: how much another seed alone moves each measure (the CIs above include it)."""
     metrics = [m for m in SEED_METRICS if all(m in v for v in noise.values())]
     seeds = ", ".join(next(iter(next(iter(noise.values())).values()))["values"])
     out = ["### Seed noise", "", f"The variants below were generated again from other noise (sampling seeds {seeds}): "
-           "mean ± standard deviation over the seeds.", "",
+           "mean ± standard deviation over the seeds. The comparisons above resample these seeds.", "",
            "| variant | " + " | ".join(metrics) + " |", "|---|" + "---:|" * len(metrics)]
     for variant, values in noise.items():
         out.append(f"| {variant} | " + " | ".join(f"{values[m]['mean']:.3f} ± {values[m]['std']:.3f}" for m in metrics) + " |")
-    rows = [(a, b) for a, b in comparisons if a in noise and b in noise]
-    if rows:
-        out += ["", "Differences of the seed means; *within noise* when smaller than twice the standard error of the "
-                "difference (sqrt(std_a² + std_b²) / sqrt(seeds)).", "",
-                "| comparison | " + " | ".join(metrics) + " |", "|---|" + "---:|" * len(metrics)]
-        for a, b in rows:
-            cells = []
-            for m in metrics:
-                diff = noise[a][m]["mean"] - noise[b][m]["mean"]
-                k = len(noise[a][m]["values"])
-                se = math.sqrt(noise[a][m]["std"] ** 2 + noise[b][m]["std"] ** 2) / math.sqrt(k)
-                cells.append(f"{diff:+.3f}" + (" (within noise)" if abs(diff) < 2 * se else ""))
-            out.append(f"| {a} − {b} | " + " | ".join(cells) + " |")
     return out + [""]
 
 

@@ -9,6 +9,9 @@ Protocol (talkalign-extract-v1), one clip per call:
   out     one JSON reply (written to a temp name, then renamed): per-frame face boxes, pose, hands and lips,
           every x, y normalised to [0, 1] across the frames it was given (so a downscaled copy gives the same
           numbers); None where a model found nothing in that frame.
+  options face_model (0 short / 1 full range), min_face_score, pose_every (Holistic's pose and hands run on
+          every k-th frame and the last, "pose_frames" lists them, the frames between are interpolated; face
+          boxes and lips are measured on every frame).
   exit    0 on success; otherwise non-zero with a one-line reason on stderr.
 """
 
@@ -38,13 +41,27 @@ def _lip_indices(face_mesh_connections) -> list[int]:
     return sorted({i for pair in face_mesh_connections.FACEMESH_LIPS for i in pair})
 
 
+def _interpolate(values: list, ran: list[int]) -> list:
+    """Fill frames the model skipped (not in `ran`) linearly between the two frames it ran on; a skipped
+    frame stays None when either neighbour found nothing (a hand that appears is not invented)."""
+    out = list(values)
+    for a, b in zip(ran, ran[1:]):
+        if b - a < 2 or values[a] is None or values[b] is None:
+            continue
+        va, vb = np.asarray(values[a]), np.asarray(values[b])
+        for t in range(a + 1, b):
+            out[t] = _round(va + (vb - va) * (t - a) / (b - a))
+    return out
+
+
 def run(request: dict) -> dict:
     import mediapipe as mp  # imported here so a bad request fails fast, before the model load
 
     options = request.get("options", {})
-    frames = np.load(request["frames"], mmap_mode="r", allow_pickle=False)
+    frames = np.load(request["frames"], allow_pickle=False)  # one read; frames[t] is then a contiguous view
     if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3:
         _fail(f"{request['frames']}: expected uint8 [T,H,W,3] frames, got {frames.dtype} {frames.shape}")
+    pose_every = max(1, int(options.get("pose_every", 1)))
 
     solutions = mp.solutions
     lips = _lip_indices(solutions.face_mesh_connections)
@@ -52,42 +69,42 @@ def run(request: dict) -> dict:
         model_selection=int(options.get("face_model", 1)),  # 1: full range (small and far faces too)
         min_detection_confidence=float(options.get("min_face_score", 0.5)),
     )
-    # Holistic tracks one person: pose (complexity 1 is the model the wheel ships), then face mesh and
-    # both hands from the pose's regions, which is cheaper than separate palm and face detectors per frame.
+    # Lips on every frame from the face mesh in tracking mode (~2 ms: it re-detects only when the face is lost).
+    face_mesh = solutions.face_mesh.FaceMesh(static_image_mode=False, max_num_faces=1, refine_landmarks=False)
+    # Pose and both hands from Holistic (complexity 1 is the model the wheel ships): ~85% of the time per
+    # frame, so it runs every `pose_every` frames (and on the last) and the frames between are interpolated.
     holistic = solutions.holistic.Holistic(
         static_image_mode=False, model_complexity=1, smooth_landmarks=True, refine_face_landmarks=False
     )
-    face_mesh = None  # made on first need: frames where the pose (and so holistic's face) is lost
 
-    faces, pose, left, right, lip_xy = [], [], [], [], []
+    n = len(frames)
+    ran = sorted({*range(0, n, pose_every), n - 1}) if n else []
+    faces, lip_xy = [], []
+    pose, left, right = [None] * n, [None] * n, [None] * n
     start = time.perf_counter()
-    for frame in frames:
-        image = np.ascontiguousarray(frame)
+    for t in range(n):
+        image = frames[t]
         found = detector.process(image).detections or []
-        boxes = []
-        for det in found:
-            box = det.location_data.relative_bounding_box
-            boxes.append(_round([box.xmin, box.ymin, box.width, box.height, det.score[0]]))
-        faces.append(boxes)
-
-        result = holistic.process(image)
-        pose.append(
-            None
-            if result.pose_landmarks is None
-            else _round([[p.x, p.y, p.z, p.visibility] for p in result.pose_landmarks.landmark])
-        )
-        left.append(None if result.left_hand_landmarks is None else _round([[p.x, p.y, p.z] for p in result.left_hand_landmarks.landmark]))
-        right.append(None if result.right_hand_landmarks is None else _round([[p.x, p.y, p.z] for p in result.right_hand_landmarks.landmark]))
-        mesh = result.face_landmarks
-        if mesh is None and boxes:
-            if face_mesh is None:
-                face_mesh = solutions.face_mesh.FaceMesh(static_image_mode=False, max_num_faces=1, refine_landmarks=False)
-            meshes = face_mesh.process(image).multi_face_landmarks
-            mesh = meshes[0] if meshes else None
+        faces.append([
+            _round([b.xmin, b.ymin, b.width, b.height, det.score[0]])
+            for det in found
+            for b in (det.location_data.relative_bounding_box,)
+        ])  # fmt: skip
+        meshes = face_mesh.process(image).multi_face_landmarks
+        mesh = meshes[0] if meshes else None
         lip_xy.append(None if mesh is None else _round([[mesh.landmark[i].x, mesh.landmark[i].y] for i in lips]))
+        if t % pose_every and t != n - 1:
+            continue
+        result = holistic.process(image)
+        if result.pose_landmarks is not None:
+            pose[t] = _round([[p.x, p.y, p.z, p.visibility] for p in result.pose_landmarks.landmark])
+        if result.left_hand_landmarks is not None:
+            left[t] = _round([[p.x, p.y, p.z] for p in result.left_hand_landmarks.landmark])
+        if result.right_hand_landmarks is not None:
+            right[t] = _round([[p.x, p.y, p.z] for p in result.right_hand_landmarks.landmark])
     seconds = time.perf_counter() - start
 
-    n, height, width = frames.shape[:3]
+    height, width = frames.shape[1:3]
     return {
         "format": FORMAT,
         "protocol": PROTOCOL,
@@ -97,9 +114,10 @@ def run(request: dict) -> dict:
         "height": int(height),
         "seconds": round(seconds, 4),
         "faces": faces,  # per frame: [[xmin, ymin, w, h, score], ...]
-        "pose": pose,  # per frame: 33 x [x, y, z, visibility] (BlazePose order) or None
-        "left_hand": left,  # the person's left hand: 21 x [x, y, z] or None
-        "right_hand": right,
+        "pose": _interpolate(pose, ran),  # per frame: 33 x [x, y, z, visibility] (BlazePose order) or None
+        "left_hand": _interpolate(left, ran),  # the person's left hand: 21 x [x, y, z] or None
+        "right_hand": _interpolate(right, ran),
+        "pose_frames": ran,  # frames Holistic ran on; pose and hands of the others are interpolated
         "lip_index": lips,  # face-mesh indices of the lip landmarks, in the order of "lips"
         "lips": lip_xy,  # per frame: len(lip_index) x [x, y] or None
     }

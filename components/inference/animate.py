@@ -30,13 +30,15 @@ from components.data.audio_features import torch_threads
 from components.data.ingest import crop_resize
 from components.data.keypoints import CentreCrop, KeypointError, read_keypoints_json, transform_keypoints
 from components.inference.features import AudioFeaturizer
+from components.inference.portrait_crop import crop_portrait
 from components.io.audio import load_audio
 from components.io.errors import MediaError
 from components.io.video import resample_frames, write_video
 from components.model.bundle import BundleError, ModelBundle
 from components.model.flow import sample
+from components.model.i2v_conditioning import encode_condition
 from components.model.loading import load_bundle
-from components.model.vae import decode_latents, encode_video, latent_frames, spatial_ratio, to_uint8_frames
+from components.model.vae import decode_latents, latent_frames, spatial_ratio, to_uint8_frames
 
 MIN_SAMPLE_RATE = 4_000  # below this there is no speech band left to resample from
 MAX_SAMPLE_RATE = 768_000
@@ -200,13 +202,15 @@ def _generate_windows(
     condition = inputs.reference
     for i, start in enumerate(starts):
         span = slice(start, start + window)
-        ref_latents = encode_video(vae, torch.from_numpy(condition)[None, None])
+        # Wan I2V conditioning of this window's first frame, as the pipeline builds it (i2v_conditioning.py).
+        cond_latents = encode_condition(vae, torch.from_numpy(condition)[None], window)
+        image_emb = None if bundle.image_encoder is None else bundle.image_encoder(condition[None])
         audio = torch.from_numpy(inputs.audio_feats[span])[None] if has_audio else None
         pose = torch.from_numpy(inputs.pose[span])[None] if inputs.pose is not None else None
 
         def velocity(latents: torch.Tensor, timestep: torch.Tensor, audio_dropped: bool) -> torch.Tensor:
             drop = torch.tensor([audio_dropped]) if has_audio else None
-            return model(latents, timestep, ref_latents, audio, pose, text_emb, drop_audio=drop)
+            return model(latents, timestep, cond_latents, audio, pose, text_emb, drop_audio=drop, image_emb=image_emb)
 
         latents = sample(velocity, shape, steps, shift=meta.sampling.shift, guidance=guidance, generator=generator)
         frames = to_uint8_frames(decode_latents(vae, latents))[0].numpy()
@@ -323,6 +327,7 @@ def animate_files(
     progress: Progress | None = None,
     tracking_uri: str | None = None,
     threads: int = 1,
+    crop: str = "none",
 ) -> Path:
     """Read the inputs, animate, write an mp4 with the (resampled, trimmed) audio muxed; returns out_path.
 
@@ -332,6 +337,12 @@ def animate_files(
     if out_path.suffix.lower() not in VIDEO_SUFFIXES:
         raise AnimateInputError(f"{out_path}: output must end in one of {', '.join(VIDEO_SUFFIXES)}")
     image = load_image_file(image_path)
+    if crop == "face":  # the head-and-shoulders square, found as ingest finds it (components/inference/portrait_crop.py)
+        if pose_path is not None:
+            raise AnimateInputError(f"{pose_path}: --pose is in the uncropped image's pixels: use it with --crop none")
+        image = crop_portrait(image, image_path).image
+    elif crop != "none":
+        raise AnimateInputError(f"crop must be 'face' or 'none', got {crop!r}")
     audio, rate = load_audio_file(audio_path)
     if not isinstance(model, ModelBundle):
         try:

@@ -9,6 +9,8 @@
       vae/                      AutoencoderKLWan (diffusers format, latent statistics in its config)
       text_encoder/             umT5 encoder (transformers format); tokenizer/ beside it when it has one
       audio_encoder/            wav2vec2 + preprocessor, only when the audio features are "wav2vec"
+      image_encoder/            CLIP vision model and image_processor/ its CLIPImageProcessor (the Wan checkpoint's
+      image_processor/          layout), exactly when the transformer has image_dim (takes CLIP image tokens)
 
 Frozen parts (VAE, text and audio encoders) are copied in even when they could be rebuilt from a seed: a
 bundle must give the same video on another machine and another library version. Only safetensors weights
@@ -26,6 +28,8 @@ components/model/loading.py `load_bundle` loads any bundle, a TLPO one included.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -37,6 +41,7 @@ from components.config import AudioEncoderConfig, Params, SamplingConfig, TextEn
 from components.data.audio_features import AudioEncoder
 from components.io.atomic import atomic_directory
 from components.io.audio import MEL_FRAMES_PER_VIDEO_FRAME
+from components.model.i2v_conditioning import IMAGE_ENCODER_DIR, IMAGE_PROCESSOR_DIR, ImageEncoder, load_image_encoder
 from components.model.portrait import CONFIG_FILE, MODULATION_FILE, PortraitModel
 from components.model.text_encoder import TextEncoder
 from components.model.vae import load_vae, spatial_ratio, temporal_ratio
@@ -138,6 +143,7 @@ class ModelBundle:
     text_encoder: TextEncoder
     audio_encoder: AudioEncoder | None = None  # required when meta.audio.features == "wav2vec"
     path: Path | None = None  # where it was loaded from
+    image_encoder: ImageEncoder | None = None  # CLIP image tokens: required exactly when model.image_dim is set
 
     def eval(self) -> "ModelBundle":
         self.model.eval()
@@ -155,9 +161,17 @@ def check_bundle(
     text_encoder: TextEncoder,
     audio_encoder: AudioEncoder | None,
     where: str | Path,
+    image_encoder: ImageEncoder | None = None,
 ) -> None:
     """Every shape the parts must agree on; raises BundleError naming `where` and the mismatch."""
     problems: list[str] = []
+    image_dim = model.image_dim
+    if image_dim is not None and image_encoder is None:
+        problems.append(f"the transformer has image_dim = {image_dim} but there is no image encoder ({IMAGE_ENCODER_DIR}/)")
+    if image_dim is None and image_encoder is not None:
+        problems.append("an image encoder, but the transformer has no image_dim (it takes no image tokens)")
+    if image_dim is not None and image_encoder is not None and image_encoder.hidden_size != image_dim:
+        problems.append(f"image encoder width {image_encoder.hidden_size} differs from the transformer's image_dim {image_dim}")
     bcfg = model.transformer.config
     z = vae.config.z_dim
     if model.cfg.backbone.latent_channels != z:
@@ -208,13 +222,14 @@ def save_bundle(directory: str | Path, bundle: ModelBundle, extra_files: dict[st
     directory = Path(directory)
     meta = bundle.meta
     extra_files = dict(extra_files or {})
-    ours = {BUNDLE_FILE, CONFIG_FILE, MODULATION_FILE, TRANSFORMER_DIR, VAE_DIR, TEXT_DIR, TOKENIZER_DIR, AUDIO_DIR}
+    ours = {BUNDLE_FILE, CONFIG_FILE, MODULATION_FILE, TRANSFORMER_DIR, VAE_DIR, TEXT_DIR, TOKENIZER_DIR, AUDIO_DIR,
+            IMAGE_ENCODER_DIR, IMAGE_PROCESSOR_DIR}
     clashing = sorted(name for name in extra_files if name in ours or Path(name).name != name or name.startswith("."))
     if clashing:
         raise BundleError(f"{directory}: extra files {clashing} would overwrite the bundle's own parts or leave it")
     if meta.audio.features == "wav2vec" and bundle.audio_encoder is None:
         bundle.audio_encoder = AudioEncoder(meta.audio.wav2vec)
-    check_bundle(meta, bundle.model, bundle.vae, bundle.text_encoder, bundle.audio_encoder, directory)
+    check_bundle(meta, bundle.model, bundle.vae, bundle.text_encoder, bundle.audio_encoder, directory, bundle.image_encoder)
     with atomic_directory(directory) as tmp:
         bundle.model.save_pretrained(tmp)  # transformer/, modulation, portrait config
         bundle.vae.save_pretrained(tmp / VAE_DIR, safe_serialization=True)
@@ -223,6 +238,8 @@ def save_bundle(directory: str | Path, bundle: ModelBundle, extra_files: dict[st
             bundle.text_encoder.tokenizer.save_pretrained(tmp / TOKENIZER_DIR)
         if meta.audio.features == "wav2vec":
             bundle.audio_encoder.save_pretrained(tmp / AUDIO_DIR)
+        if bundle.image_encoder is not None:
+            bundle.image_encoder.save_pretrained(tmp)  # image_encoder/ + image_processor/
         for name, data in extra_files.items():
             (tmp / name).write_bytes(data)
         (tmp / BUNDLE_FILE).write_text(meta.model_dump_json(indent=2) + "\n")  # last: its presence marks a whole bundle
@@ -245,6 +262,28 @@ def find_bundle_dir(path: str | Path, shown_as: str | None = None) -> Path:
     raise BundleError(
         f"{name}: not a talkalign model (no {BUNDLE_FILE} in it, nor in artifacts/bundle/ or bundle/)"
     )
+
+
+@contextmanager
+def mlflow_default_uris(tracking_uri: str | None) -> Iterator[None]:
+    """MLflow's models:/ download looks the version up in the *default* registry whatever registry_uri it is given
+    (ModelsArtifactRepository._get_model_uri_infos, mlflow 3.17), so point the default at tracking_uri meanwhile."""
+    if tracking_uri is None:
+        yield
+        return
+    import mlflow
+    from mlflow.tracking._model_registry import utils as registry_state
+    from mlflow.tracking._tracking_service import utils as tracking_state
+
+    # what was *set* (None when unset), not what get_*_uri() resolves: restoring a resolved value would pin it
+    before_tracking, before_registry = tracking_state._tracking_uri, registry_state._registry_uri
+    mlflow.set_tracking_uri(tracking_uri)
+    mlflow.set_registry_uri(tracking_uri)
+    try:
+        yield
+    finally:
+        mlflow.set_tracking_uri(before_tracking)
+        mlflow.set_registry_uri(before_registry)
 
 
 def resolve_model_uri(uri: str | Path, tracking_uri: str | None = None, dst_path: str | Path | None = None) -> Path:
@@ -283,6 +322,15 @@ def read_meta(directory: Path) -> BundleMeta:
         raise BundleError(f"{file}: invalid bundle description: {exc}") from exc
 
 
+def transformer_image_dim(directory: Path) -> int | None:
+    """image_dim of the bundle's transformer/config.json (None: it takes no image tokens)."""
+    file = directory / TRANSFORMER_DIR / "config.json"
+    try:
+        return json.loads(file.read_text(encoding="utf-8")).get("image_dim")
+    except (OSError, json.JSONDecodeError, AttributeError) as exc:
+        raise BundleError(f"{file}: unreadable transformer config ({exc})") from exc
+
+
 def _check_files(directory: Path, meta: BundleMeta) -> None:
     required = [
         CONFIG_FILE,
@@ -294,6 +342,11 @@ def _check_files(directory: Path, meta: BundleMeta) -> None:
     if meta.audio.features == "wav2vec":
         required.append(f"{AUDIO_DIR}/config.json")
     missing = [name for name in required if not (directory / name).is_file()]
+    if not missing and transformer_image_dim(directory) is not None:
+        image_dim = transformer_image_dim(directory)
+        for name in (f"{IMAGE_ENCODER_DIR}/config.json", f"{IMAGE_PROCESSOR_DIR}/preprocessor_config.json"):
+            if not (directory / name).is_file():
+                missing.append(f"{name} (transformer/config.json has image_dim = {image_dim})")
     for part in (TRANSFORMER_DIR, VAE_DIR, TEXT_DIR) + ((AUDIO_DIR,) if meta.audio.features == "wav2vec" else ()):
         if (directory / part).is_dir() and not any((directory / part).glob("*.safetensors")):
             missing.append(f"{part}/*.safetensors")
@@ -332,9 +385,13 @@ def load_plain_bundle(path: str | Path, tracking_uri: str | None = None) -> Mode
         if meta.audio.features == "wav2vec":
             audio_cfg = meta.audio.wav2vec.model_copy(update={"pretrained_path": str(directory / AUDIO_DIR)})
             audio_encoder = AudioEncoder(audio_cfg)
+        image_encoder = None
+        if model.image_dim is not None:
+            dtype = model.cfg.image_encoder.dtype if model.cfg.image_encoder is not None else "float32"
+            image_encoder = load_image_encoder(directory, dtype, model.image_dim)
     except BundleError:
         raise
     except (OSError, ValueError, RuntimeError, KeyError) as exc:
         raise BundleError(f"{directory}: cannot load bundle: {exc}") from exc
-    check_bundle(meta, model, vae, text_encoder, audio_encoder, directory)
-    return ModelBundle(meta, model, vae, text_encoder, audio_encoder, path=directory).eval()
+    check_bundle(meta, model, vae, text_encoder, audio_encoder, directory, image_encoder)
+    return ModelBundle(meta, model, vae, text_encoder, audio_encoder, path=directory, image_encoder=image_encoder).eval()

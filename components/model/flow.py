@@ -58,6 +58,7 @@ def sample(
         raise ValueError(f"steps must be >= 1, got {steps}")
     scheduler = FlowMatchEulerDiscreteScheduler(num_train_timesteps=NUM_TRAIN_TIMESTEPS, shift=shift)
     scheduler.set_timesteps(steps, device=device)
+    scheduler.set_begin_index(0)  # we start at the first timestep: no value lookup (works on the meta device too)
     if noise is not None and tuple(noise.shape) != tuple(shape):
         raise ValueError(f"noise has shape {tuple(noise.shape)}, expected {tuple(shape)}")
     latents = torch.randn(shape, generator=generator, device=device, dtype=dtype) if noise is None else noise.to(device, dtype)

@@ -94,6 +94,30 @@ def gated(model: nn.Module, weights: torch.Tensor, experts: Sequence[str]) -> It
             module.scaling.update(original)
 
 
+def set_gate_scaling(model: nn.Module, weights: torch.Tensor, experts: Sequence[str]) -> None:
+    """Like `gated`, but the scaling stays until the next call or `clear_gate_scaling`: gate training needs it to
+    outlive the forward, since gradient checkpointing re-runs the blocks during backward (a context manager would
+    have restored the plain scaling by then, and the recompute would record a different graph)."""
+    n_layers = weights.shape[0] - 1
+    for name, module in model.named_modules():
+        if isinstance(module, BaseTunerLayer):
+            base = module.__dict__.setdefault("_ungated_scaling", dict(module.scaling))
+            row = weights[layer_index(name, n_layers)]
+            for k, expert in enumerate(experts):
+                if expert not in base:
+                    raise ValueError(f"{name} has no expert {expert!r} (has {sorted(base)})")
+                module.scaling[expert] = base[expert] * row[k]
+
+
+def clear_gate_scaling(model: nn.Module) -> None:
+    """Undo `set_gate_scaling`: every layer's own LoRA scaling again."""
+    for module in model.modules():
+        base = module.__dict__.pop("_ungated_scaling", None)
+        if base is not None:
+            module.scaling.clear()
+            module.scaling.update(base)
+
+
 def uniform_weights(n_layers: int, experts: Sequence[str]) -> torch.Tensor:
     """The baseline fusion: the plain average of the experts in every layer and at every timestep."""
     return torch.full((n_layers + 1, len(experts)), 1.0 / len(experts))

@@ -13,6 +13,7 @@ from diffusers import AutoencoderKLWan
 
 from components.data.latents import LatentCache
 from components.data.windows import Window, audio_features
+from components.model.i2v_conditioning import ImageEncoder, encode_condition
 from components.model.vae import encode_video
 
 
@@ -33,8 +34,13 @@ def vae_weights_digest(vae: AutoencoderKLWan) -> str:
 
 
 @torch.no_grad()
-def encode_windows(vae: AutoencoderKLWan, windows: Sequence[Window], batch_size: int = 8) -> LatentCache:
-    """Encode every window (posterior mode, normalised) and stack its conditions into one cache."""
+def encode_windows(
+    vae: AutoencoderKLWan, windows: Sequence[Window], batch_size: int = 8, image_encoder: ImageEncoder | None = None
+) -> LatentCache:
+    """Encode every window (posterior mode, normalised) and stack its conditions into one cache.
+
+    Besides the window's latents: its Wan I2V condition latents ([first frame, zero frames] through the VAE) and,
+    with an image encoder, the first frame's CLIP tokens (components/model/i2v_conditioning.py)."""
     if not windows:
         raise ValueError("encode_windows needs at least one window")
     shapes = {w.frames.shape for w in windows}
@@ -42,11 +48,14 @@ def encode_windows(vae: AutoencoderKLWan, windows: Sequence[Window], batch_size:
         raise ValueError(f"windows must share one frame shape to be stacked, got {sorted(shapes)}")
     was_training = vae.training
     vae.eval()
+    chunks, cond_chunks, image_chunks = [], [], []
     try:
-        chunks = [
-            encode_video(vae, torch.from_numpy(np.stack([w.frames for w in windows[i : i + batch_size]])))
-            for i in range(0, len(windows), batch_size)
-        ]
+        for i in range(0, len(windows), batch_size):
+            frames = torch.from_numpy(np.stack([w.frames for w in windows[i : i + batch_size]]))
+            chunks.append(encode_video(vae, frames))
+            cond_chunks.append(encode_condition(vae, frames[:, 0], frames.shape[1]))
+            if image_encoder is not None:
+                image_chunks.append(image_encoder(frames[:, 0].numpy()))
     finally:
         vae.train(was_training)
     clip_ids: list[str] = []
@@ -63,6 +72,8 @@ def encode_windows(vae: AutoencoderKLWan, windows: Sequence[Window], batch_size:
 
     cache = LatentCache(
         latents=torch.cat(chunks).float().contiguous(),
+        cond_latents=torch.cat(cond_chunks).float().contiguous(),
+        image_emb=torch.cat(image_chunks).float().contiguous() if image_chunks else None,
         audio_mel=stack([audio_features(w, "mel") for w in windows]),
         audio_wav2vec=stack([audio_features(w, "wav2vec") for w in windows]),
         pose=stack([w.pose for w in windows]),

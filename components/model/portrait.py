@@ -1,8 +1,8 @@
 """The talking-portrait model: a diffusers `WanTransformer3DModel` (image-to-video) + motion modulation.
 
-Inputs to the transformer follow Wan2.1 I2V, channel order [noisy latents | mask (4) | condition latents]:
-the condition is the reference frame's latent in latent frame 0 and zeros elsewhere, the mask is 1 in latent
-frame 0 (its 4 channels stand for the 4 video frames a latent frame holds; frame 0 is given) and 0 elsewhere.
+Inputs to the transformer follow Wan2.1 I2V exactly (i2v_conditioning.py): channels [noisy latents | mask (4) |
+condition latents], the condition being the normalised VAE encoding of [reference frame, zero frames], and, for
+backbones with image_dim, the reference's CLIP tokens as `encoder_hidden_states_image`.
 
 Motion modulation (modulation.py) is injected without touching diffusers: every `WanTransformerBlock` in
 `transformer.blocks` is replaced by a `ModulatedWanBlock` that runs the original block, then adds the
@@ -33,31 +33,33 @@ from safetensors.torch import save_file
 
 from components.config import BackboneConfig, PortraitModelConfig
 from components.io.atomic import atomic_directory, atomic_file
+from components.model.i2v_conditioning import MASK_CHANNELS, WAN_TEXT_TOKENS, i2v_condition
 from components.model.modulation import (
     AudioModulation,
     FrameAlignedCrossAttention,
     SkeletonModulation,
     latent_length,
 )
+from components.model.precision import torch_dtype
 from components.model.vae import resolve_component_dir
 
-MASK_CHANNELS = 4  # Wan I2V: one mask channel per video frame inside a latent frame
 MODULATION_FILE = "modulation.safetensors"
 CONFIG_FILE = "portrait_config.json"
 
 
-def load_backbone(local_dir: str | Path) -> WanTransformer3DModel:
-    """A pretrained WanTransformer3DModel from a local checkpoint root or transformer directory (never downloads)."""
+def load_backbone(local_dir: str | Path, dtype: torch.dtype = torch.float32) -> WanTransformer3DModel:
+    """A pretrained WanTransformer3DModel from a local checkpoint root or transformer directory (never downloads),
+    stored in `dtype` (diffusers keeps its _keep_in_fp32_modules in float32)."""
     root, subfolder = resolve_component_dir(local_dir, "transformer")
     try:
-        return WanTransformer3DModel.from_pretrained(root, subfolder=subfolder, local_files_only=True)
+        return WanTransformer3DModel.from_pretrained(root, subfolder=subfolder, local_files_only=True, torch_dtype=dtype)
     except (OSError, ValueError) as exc:
         raise ValueError(f"{local_dir}: could not load WanTransformer3DModel: {exc}") from exc
 
 
 def build_backbone(cfg: BackboneConfig) -> WanTransformer3DModel:
     if cfg.pretrained_path is not None:
-        return load_backbone(cfg.pretrained_path)
+        return load_backbone(cfg.pretrained_path, torch_dtype(cfg.dtype))
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)
         return WanTransformer3DModel(
@@ -70,21 +72,9 @@ def build_backbone(cfg: BackboneConfig) -> WanTransformer3DModel:
             freq_dim=cfg.freq_dim,
             ffn_dim=cfg.ffn_dim,
             num_layers=cfg.num_layers,
+            image_dim=cfg.image_dim,
+            added_kv_proj_dim=cfg.added_kv_proj_dim,
         )
-
-
-def i2v_condition(ref_latents: torch.Tensor, n_latent_frames: int) -> torch.Tensor:
-    """Reference latent [B,z,h,w] or [B,z,1,h,w] -> Wan I2V condition [B, 4+z, T', h, w] = [mask | latents]."""
-    if ref_latents.ndim == 4:
-        ref_latents = ref_latents.unsqueeze(2)
-    if ref_latents.ndim != 5 or ref_latents.shape[2] != 1:
-        raise ValueError(f"ref_latents must be [B,z,h,w] or [B,z,1,h,w], got {tuple(ref_latents.shape)}")
-    batch, _, _, height, width = ref_latents.shape
-    rest = ref_latents.new_zeros(batch, ref_latents.shape[1], n_latent_frames - 1, height, width)
-    latents = torch.cat([ref_latents, rest], dim=2)
-    mask = ref_latents.new_zeros(batch, MASK_CHANNELS, n_latent_frames, height, width)
-    mask[:, :, 0] = 1.0
-    return torch.cat([mask, latents], dim=1)
 
 
 # ---------------------------------------------------------------- block wrapper
@@ -99,9 +89,12 @@ class ModulatedWanBlock(nn.Module):
         self.motion_attn = nn.ModuleDict(attentions)
         self.motion: dict[str, torch.Tensor] | None = None  # set by PortraitModel for one forward call
 
-    def forward(self, hidden_states, encoder_hidden_states, temb, rotary_emb) -> torch.Tensor:
-        # Same positional signature as WanTransformerBlock, so WanTransformer3DModel.forward calls it unchanged.
-        return self.forward_with_motion(hidden_states, encoder_hidden_states, temb, rotary_emb, self.motion)
+    def forward(self, hidden_states, encoder_hidden_states, temb, rotary_emb, motion=None) -> torch.Tensor:
+        # Same positional signature as WanTransformerBlock, so WanTransformer3DModel.forward calls it unchanged;
+        # `motion` is given explicitly by the checkpoint function (it goes through the module call, so FSDP's
+        # pre-forward hook gathers the block's weights at the recompute too).
+        return self.forward_with_motion(hidden_states, encoder_hidden_states, temb, rotary_emb,
+                                        self.motion if motion is None else motion)
 
     def forward_with_motion(self, hidden_states, encoder_hidden_states, temb, rotary_emb, motion) -> torch.Tensor:
         hidden_states = self.block(hidden_states, encoder_hidden_states, temb, rotary_emb)
@@ -117,7 +110,7 @@ def checkpoint_modulated_block(block: nn.Module, *args):
     recomputation during backward uses them even if another forward has set different tokens since.
     """
     if isinstance(block, ModulatedWanBlock):
-        return torch.utils.checkpoint.checkpoint(block.forward_with_motion, *args, block.motion, use_reentrant=False)
+        return torch.utils.checkpoint.checkpoint(block, *args, block.motion, use_reentrant=False)
     return torch.utils.checkpoint.checkpoint(block.__call__, *args, use_reentrant=False)
 
 
@@ -241,6 +234,26 @@ class PortraitModel(nn.Module):
             return {"joint": torch.cat(list(tokens.values()), dim=2)}  # H = [H_audio || H_skel]
         return tokens
 
+    @property
+    def image_dim(self) -> int | None:
+        """Width of the CLIP image tokens the backbone takes (Wan2.1-I2V: 1280), None when it takes none."""
+        return self.transformer.config.image_dim
+
+    def check_image_tokens(self, image_emb: torch.Tensor | None, text_emb: torch.Tensor) -> None:
+        """Image tokens exactly when the backbone has image_dim, and then the 512 text tokens diffusers slices by."""
+        if self.image_dim is None:
+            if image_emb is not None:
+                raise ValueError("image_emb given, but the backbone has no image_dim (it takes no image tokens)")
+            return
+        if image_emb is None:
+            raise ValueError(f"the backbone has image_dim = {self.image_dim}: it needs image_emb (CLIP tokens of the "
+                             "reference, i2v_conditioning.ImageEncoder)")
+        if image_emb.ndim != 3 or image_emb.shape[-1] != self.image_dim:
+            raise ValueError(f"image_emb must be [B, tokens, {self.image_dim}], got {tuple(image_emb.shape)}")
+        if text_emb.shape[1] != WAN_TEXT_TOKENS:
+            raise ValueError(f"with image tokens the text must have {WAN_TEXT_TOKENS} tokens (diffusers' Wan attention "
+                             f"slices the last {WAN_TEXT_TOKENS} as text), got {text_emb.shape[1]}")
+
     @contextmanager
     def _bound_motion(self, motion: dict[str, torch.Tensor]) -> Iterator[None]:
         blocks = self.modulated_blocks()
@@ -256,7 +269,7 @@ class PortraitModel(nn.Module):
         self,
         noisy_latents: torch.Tensor,
         timestep: torch.Tensor,
-        ref_latents: torch.Tensor,
+        cond_latents: torch.Tensor,
         audio_feats: torch.Tensor | None,
         pose: torch.Tensor | None,
         text_emb: torch.Tensor,
@@ -266,11 +279,13 @@ class PortraitModel(nn.Module):
     ) -> torch.Tensor:
         """Velocity [B, z, T', h, w].
 
-        noisy_latents [B,z,T',h,w]; timestep [B] (sigma * 1000); ref_latents [B,z,(1,)h,w];
+        noisy_latents [B,z,T',h,w]; timestep [B] (sigma * 1000); cond_latents [B,z,T',h,w]: the normalised VAE
+        encoding of [reference frame, zero frames] (i2v_conditioning.encode_condition, cached by the latents stage);
         audio_feats [B,T,N_a,d_a] and pose [B,T,J,3] with T = 4(T'-1)+1 (None -> null condition);
         text_emb [B,L,text_dim]; drop_audio / drop_pose bool [B] replace that condition by its learned null
         (CFG training / the unconditional pass; also what a missing input becomes); image_emb: CLIP image
-        tokens, only for backbones built with image_dim (Wan2.1-I2V-14B).
+        tokens [B, 257, image_dim] (i2v_conditioning.ImageEncoder), required exactly when the backbone has image_dim
+        (Wan2.1-I2V); then text_emb must have the 512 tokens diffusers' Wan attention assumes.
         """
         tf = self.transformer
         if tf.gradient_checkpointing and tf._gradient_checkpointing_func is not checkpoint_modulated_block:
@@ -278,12 +293,11 @@ class PortraitModel(nn.Module):
         if noisy_latents.ndim != 5:
             raise ValueError(f"noisy_latents must be [B,z,T',h,w], got {tuple(noisy_latents.shape)}")
         batch, _, n_latent = noisy_latents.shape[:3]
-        condition = i2v_condition(ref_latents.to(noisy_latents.dtype), n_latent)
-        if condition.shape[-2:] != noisy_latents.shape[-2:]:
-            raise ValueError(
-                f"ref_latents {tuple(ref_latents.shape)} and noisy_latents {tuple(noisy_latents.shape)} differ in size"
-            )
-        hidden = torch.cat([noisy_latents, condition], dim=1)
+        if cond_latents.shape != noisy_latents.shape:
+            raise ValueError(f"cond_latents {tuple(cond_latents.shape)} must have the shape of noisy_latents "
+                             f"{tuple(noisy_latents.shape)} (the VAE encoding of [reference, zero frames])")
+        self.check_image_tokens(image_emb, text_emb)
+        hidden = torch.cat([noisy_latents, i2v_condition(cond_latents.to(noisy_latents.dtype))], dim=1)
         drop = {"audio": drop_audio, "skeleton": drop_pose}
         motion = self.motion_tokens(audio_feats, pose, n_latent, batch, drop, noisy_latents)
         with self._bound_motion(motion):
@@ -291,7 +305,7 @@ class PortraitModel(nn.Module):
                 hidden,
                 timestep=timestep,
                 encoder_hidden_states=text_emb,
-                encoder_hidden_states_image=image_emb,
+                encoder_hidden_states_image=None if image_emb is None else image_emb.to(noisy_latents.dtype),
                 return_dict=False,
             )[0]
 

@@ -8,6 +8,7 @@ import torch
 import torch.nn as nn
 
 from components.config import TextEncoderConfig
+from components.model.precision import torch_dtype
 from components.model.vae import resolve_component_dir
 
 
@@ -32,7 +33,8 @@ class TextEncoder(nn.Module):
             tok_dir = Path(cfg.pretrained_path) / "tokenizer"
             if not tok_dir.is_dir():
                 raise FileNotFoundError(f"{cfg.pretrained_path}: no tokenizer/ directory next to the text encoder")
-            self.model = UMT5EncoderModel.from_pretrained(root, subfolder=subfolder, local_files_only=True)
+            self.model = UMT5EncoderModel.from_pretrained(root, subfolder=subfolder, local_files_only=True,
+                                                          dtype=torch_dtype(cfg.dtype))
             self.tokenizer = AutoTokenizer.from_pretrained(tok_dir, local_files_only=True)
         else:
             config = UMT5Config(
@@ -69,4 +71,4 @@ class TextEncoder(nn.Module):
         ids, mask = self.tokenize(prompts)
         device = next(self.model.parameters()).device
         hidden = self.model(ids.to(device), attention_mask=mask.to(device)).last_hidden_state
-        return hidden * mask.to(device)[..., None]
+        return (hidden * mask.to(device)[..., None]).float()  # float32 at the boundary: a bf16 encoder meets fp32 sampling

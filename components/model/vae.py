@@ -31,11 +31,11 @@ def resolve_component_dir(local_dir: str | Path, subfolder: str) -> tuple[Path, 
     raise FileNotFoundError(f"{root}: no diffusers config.json here or in {root / subfolder}")
 
 
-def load_vae(local_dir: str | Path) -> AutoencoderKLWan:
-    """A pretrained AutoencoderKLWan from a local directory (never downloads)."""
+def load_vae(local_dir: str | Path, dtype: torch.dtype = torch.float32) -> AutoencoderKLWan:
+    """A pretrained AutoencoderKLWan from a local directory (never downloads), its weights stored in `dtype`."""
     root, subfolder = resolve_component_dir(local_dir, "vae")
     try:
-        return AutoencoderKLWan.from_pretrained(root, subfolder=subfolder, local_files_only=True)
+        return AutoencoderKLWan.from_pretrained(root, subfolder=subfolder, local_files_only=True, torch_dtype=dtype)
     except (OSError, ValueError) as exc:
         raise ValueError(f"{local_dir}: could not load AutoencoderKLWan: {exc}") from exc
 

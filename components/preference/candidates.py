@@ -4,8 +4,9 @@ Like the papers, which rate the outputs of several methods, each conditioning wi
 (reference frame + audio + pose) is rendered by every generator of the pool (model bundles at guidance scales
 and seeds, and a "still" that repeats the reference). On disk (one directory, replaced atomically):
 
-    windows.safetensors        the conditioning windows: the latent cache's tensors (latents, audio_mel,
-                               audio_wav2vec, pose, mouth_open, mouth_box) for W windows, plus their true frames
+    windows.safetensors        the conditioning windows: the latent cache's tensors (latents, cond_latents and
+                               image_emb when cached, audio_mel, audio_wav2vec, pose, mouth_open, mouth_box) for W
+                               windows, plus their true frames
                                (uint8) and audio; metadata: window_ids, clip_ids, starts, fps, sample_rate
     candidates-NNNNNN.tar      WebDataset shards, one sample per candidate: <id>.mp4 (h264 + AAC, what a rater
                                watches), <id>.json (candidate_id, window_id, clip_id, generator, kind, seed,
@@ -37,7 +38,7 @@ from components.io.video import decode_video_bytes, write_video
 
 WINDOWS_FILE = "windows.safetensors"
 INDEX_FILE = "index.json"
-FORMAT = "talkalign-candidates/1"
+FORMAT = "talkalign-candidates/2"  # 2: the windows carry their I2V condition
 
 
 @dataclass
@@ -53,6 +54,8 @@ class ConditioningWindow:
     mouth_box: np.ndarray  # float32 [T, 4]
     frames: np.ndarray  # uint8 [T, H, W, 3], ground truth
     audio: np.ndarray  # float32 [samples] of the window's frames
+    cond_latents: np.ndarray  # float32 [z, T', h, w]: the I2V condition latents ([reference, zeros] encoded)
+    image_emb: np.ndarray | None = None  # float32 [tokens, d]: the reference's CLIP tokens (image encoder only)
 
 
 @dataclass
@@ -90,6 +93,8 @@ def load_windows(directory: str | Path) -> dict[str, ConditioningWindow]:
             window_id=wid, clip_id=clips[i], start=starts[i], latents=arrays["latents"][i], mel=arrays["audio_mel"][i],
             wav2vec=arrays["audio_wav2vec"][i], pose=arrays["pose"][i], mouth_open=arrays["mouth_open"][i],
             mouth_box=arrays["mouth_box"][i], frames=arrays["frames"][i], audio=arrays["audio"][i],
+            cond_latents=arrays["cond_latents"][i],
+            image_emb=arrays["image_emb"][i] if "image_emb" in arrays else None,
         )
         for i, wid in enumerate(ids)
     }
@@ -142,8 +147,9 @@ def conditioning_windows(
         piece = clip_audio[w.clip_id][a : a + samples]
         audio[i, : len(piece)] = piece
     index = torch.as_tensor(rows)
+    condition = {f"{k}_latents" if k == "cond" else k: v.numpy() for k, v in cache.condition(index).items()}
     return {
-        "latents": cache.latents[index].numpy(), "audio_mel": cache.audio_mel[index].numpy(),
+        "latents": cache.latents[index].numpy(), **condition, "audio_mel": cache.audio_mel[index].numpy(),
         "audio_wav2vec": cache.audio_wav2vec[index].numpy(), "pose": cache.pose[index].numpy(),
         "mouth_open": cache.mouth_open[index].numpy(), "mouth_box": cache.mouth_box[index].numpy(),
         "frames": np.stack([w.frames for w in windows]), "audio": audio,
@@ -159,6 +165,8 @@ def sample_model_candidates(bundle, cond: dict[str, np.ndarray], spec: Generator
 
     model = bundle.model.eval()
     latents = torch.from_numpy(cond["latents"])
+    cond_all = torch.from_numpy(cond["cond_latents"])
+    image_all = torch.from_numpy(cond["image_emb"]) if "image_emb" in cond else None
     feats_all = torch.from_numpy(cond["audio_mel"] if bundle.meta.audio.features == "mel" else cond["audio_wav2vec"])
     pose_all = torch.from_numpy(cond["pose"])
     has_audio, has_pose = "audio" in model.motion, "skeleton" in model.motion
@@ -167,15 +175,16 @@ def sample_model_candidates(bundle, cond: dict[str, np.ndarray], spec: Generator
     out = []
     for start in range(0, len(latents), batch_size):
         sl = slice(start, start + batch_size)
-        ref = latents[sl, :, :1]
-        n = len(ref)
+        cond_latents = cond_all[sl]
+        image_emb = None if image_all is None else image_all[sl]
+        n = len(cond_latents)
         feats = feats_all[sl] if has_audio else None
         pose = pose_all[sl] if has_pose else None
         text_emb = text.expand(n, *text.shape[1:])
 
         def velocity(x, t, audio_dropped):
             drop = torch.full((n,), audio_dropped) if has_audio else None
-            return model(x, t, ref, feats, pose, text_emb, drop_audio=drop)
+            return model(x, t, cond_latents, feats, pose, text_emb, drop_audio=drop, image_emb=image_emb)
 
         generator = torch.Generator().manual_seed(seed * 1_000_003 + start)
         out.append(sample(velocity, (n, *latents.shape[1:]), steps, shift, guidance, generator))

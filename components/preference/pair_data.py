@@ -2,9 +2,10 @@
 
 A pair row of the pairs stage (data/pairs/<set>.jsonl: window_id, winner, loser, ...) becomes the two
 candidates' sampled latents (what the generators produced, stored by the candidates stage) plus the
-conditioning both were generated from: the window's reference latent (its true latent frame 0), audio features
-and pose. As for flow matching, a global micro-batch is a pure function of the loop's generator (which pairs, the
-shared noise and the shared noise level of each pair), so 1 and N processes see the same batch.
+conditioning both were generated from: the window's I2V condition (its cached condition latents and, with an image
+encoder, CLIP image tokens), audio features and pose. As for flow matching, a global micro-batch is a pure function
+of the loop's generator (which pairs, the shared noise and the shared noise level of each pair), so 1 and N
+processes see the same batch.
 """
 
 from __future__ import annotations
@@ -34,7 +35,8 @@ def read_pairs(path: str | Path) -> list[dict]:
 
 
 def load_pair_tensors(candidates_dir: str | Path, pairs_path: str | Path, audio_features: str) -> dict[str, torch.Tensor]:
-    """winner/loser [P,z,T',h,w], ref [P,z,1,h,w], audio [P,T,tok,d], pose [P,T,J,3] for every pair of the file."""
+    """winner/loser [P,z,T',h,w], cond [P,z,T',h,w] (+ image_emb [P,tokens,d]), audio [P,T,tok,d], pose [P,T,J,3]
+    for every pair of the file."""
     from components.preference.candidates import load_candidates, load_windows
 
     pairs = read_pairs(pairs_path)
@@ -46,10 +48,12 @@ def load_pair_tensors(candidates_dir: str | Path, pairs_path: str | Path, audio_
         raise PairDataError(f"{pairs_path}: {len(missing)} ids are not in {candidates_dir}, e.g. {missing[:3]}")
     window_of = [windows[p["window_id"]] for p in pairs]
     stack = lambda xs: torch.from_numpy(np.stack(xs).astype(np.float32))  # noqa: E731
+    image = {"image_emb": stack([w.image_emb for w in window_of])} if window_of[0].image_emb is not None else {}
     return {
         "winner": stack([latents[p["winner"]] for p in pairs]),
         "loser": stack([latents[p["loser"]] for p in pairs]),
-        "ref": stack([w.latents[:, :1] for w in window_of]),
+        "cond": stack([w.cond_latents for w in window_of]),
+        **image,
         "audio": stack([w.mel if audio_features == "mel" else w.wav2vec for w in window_of]),
         "pose": stack([w.pose for w in window_of]),
     }

@@ -1,6 +1,7 @@
 """Likert ratings: import (validated with great-expectations), aggregation over raters, and the rating sheet.
 
-A rating row is `candidate_id, rater_id, dimension, score` (CSV or JSONL), score an integer Likert 1-5 and
+A rating row is `candidate_id, rater_id, dimension, score` (CSV, JSONL, or the `ratings` table of the
+app's .sqlite database), score an integer Likert 1-5 and
 dimension one of lip_sync, motion, quality. What happens to bad rows (nothing is dropped silently; every count
 goes to the annotate report):
 
@@ -52,6 +53,8 @@ def read_ratings(path: str | Path) -> pd.DataFrame:
         raise RatingsError(f"{path}: ratings file not found")
     if path.suffix.lower() == ".csv":
         df = pd.read_csv(path, dtype={"candidate_id": str, "rater_id": str, "dimension": str})
+    elif path.suffix.lower() == ".sqlite":
+        df = _read_sqlite(path)
     elif path.suffix.lower() in (".jsonl", ".json"):
         rows = []
         for lineno, line in enumerate(path.read_text().splitlines(), start=1):
@@ -62,11 +65,23 @@ def read_ratings(path: str | Path) -> pd.DataFrame:
                     raise RatingsError(f"{path}:{lineno}: malformed JSON ({exc})") from exc
         df = pd.DataFrame(rows)
     else:
-        raise RatingsError(f"{path}: ratings must be .csv or .jsonl, got {path.suffix!r}")
+        raise RatingsError(f"{path}: ratings must be .csv, .jsonl or the app's .sqlite, got {path.suffix!r}")
     missing = [c for c in COLUMNS if c not in df.columns]
     if missing:
         raise RatingsError(f"{path}: missing column(s) {missing}; a ratings file has {list(COLUMNS)}")
     return df[list(COLUMNS)].astype({"candidate_id": str, "rater_id": str, "dimension": str})
+
+
+def _read_sqlite(path: Path) -> pd.DataFrame:
+    """The `ratings` table of the browser app's database (components/app/rating_store.py), opened read-only so
+    that raters can keep writing (WAL) while annotate reads."""
+    import sqlite3
+
+    try:
+        with sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=30) as db:
+            return pd.read_sql_query(f"SELECT {', '.join(COLUMNS)} FROM ratings ORDER BY rowid", db)
+    except (sqlite3.DatabaseError, pd.errors.DatabaseError) as exc:
+        raise RatingsError(f"{path}: not a ratings database of `talkalign app` ({exc})") from exc
 
 
 def _expectations(known_candidates: list[str]):

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from components.config import DIMENSIONS, TlpoConfig
 from components.model.adapters import add_lora, lora_state_dict
-from components.model.gate import TimestepLayerGate, activate_experts
+from components.model.gate import TimestepLayerGate, activate_experts, clear_gate_scaling
 from components.model.loading import load_bundle
 from components.model.tlpo_bundle import TlpoSpec, save_tlpo_bundle
 from components.preference.pair_data import global_pair_batch, load_pair_tensors
@@ -76,6 +76,7 @@ def train_tlpo(cfg: TlpoConfig, log_fn_for=lambda prefix: None, is_main: bool = 
                                 expert_ckpts, files_digest(pairs_files["composite"])),
         log_fn=log_fn_for(""),
     )
+    clear_gate_scaling(model)  # the gate's last batch scaled the experts: the bundles carry the plain experts
     run = TlpoRun(gate=gate, summary={**result.summary(), "n_pairs": len(data["winner"]), "experts": summary},
                   n_pairs=len(data["winner"]), lora_layers=len(targets), experts=experts)
     if not is_main:

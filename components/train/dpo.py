@@ -77,8 +77,8 @@ def pair_velocity_errors(
     """Per-sample velocity MSE on winners and losers ([P] each) under the shared noise and sigma of each pair.
 
     batch: `winner`, `loser` latents [P,z,T',h,w], `noise` [P,z,T',h,w], `sigma` [P], `audio` [P,...], `pose`
-    [P,...] and optionally `ref` [P,z,1,h,w], the reference-frame latent both were generated from (default:
-    the winner's latent frame 0)."""
+    [P,...] and the I2V condition both were generated from: `cond` [P,z,T',h,w] (the window's condition latents)
+    and, for backbones with image tokens, `image_emb` [P,tokens,d]."""
     winner, loser = batch["winner"], batch["loser"]
     p = winner.shape[0]
     x0 = torch.cat([winner, loser])
@@ -90,10 +90,11 @@ def pair_velocity_errors(
     velocity = model(
         x_t,
         timestep=sigma_to_timestep(sigma),
-        ref_latents=twice(batch.get("ref", winner[:, :, :1])),
+        cond_latents=twice(batch["cond"]),
         audio_feats=twice(batch.get("audio")) if modulation.audio.enabled else None,
         pose=twice(batch.get("pose")) if modulation.skeleton.enabled else None,
         text_emb=text_emb.to(x_t.device).expand(2 * p, -1, -1),  # the loop moves only the batch
+        image_emb=twice(batch.get("image_emb")),
     )
     err = flow_matching_loss(velocity, target, reduction="per_sample")
     return err[:p], err[p:]

@@ -21,14 +21,18 @@ def global_flow_batch(
 ) -> dict[str, torch.Tensor]:
     """The whole micro-batch for one (step, micro): windows, noise, sigma and condition dropout.
 
-    `data` holds `latents` [N,z,T',h,w] (normalised, latent frame 0 = the reference frame), `audio` [N,T,tok,d]
-    and `pose` [N,T,J,3].
+    `data` holds `latents` [N,z,T',h,w] (normalised, latent frame 0 = the reference frame), the I2V condition of
+    each window, `cond` [N,z,T',h,w] and, for backbones with image tokens, `image_emb` [N,tokens,d] (latent cache,
+    LatentCache.condition), `audio` [N,T,tok,d] and `pose` [N,T,J,3].
     """
     n_windows = data["latents"].shape[0]
     index = torch.randint(n_windows, (rows,), generator=generator)
     latents = data["latents"][index]
+    image = {"image_emb": data["image_emb"][index]} if "image_emb" in data else {}
     return {
         "latents": latents,
+        "cond": data["cond"][index],
+        **image,
         "audio": data["audio"][index],
         "pose": data["pose"][index],
         "noise": torch.randn(latents.shape, generator=generator),
@@ -48,12 +52,13 @@ def flow_loss(
     velocity = model(
         x_t,
         timestep=sigma_to_timestep(batch["sigma"]),
-        ref_latents=latents[:, :, :1],
+        cond_latents=batch["cond"],
         audio_feats=batch["audio"] if modulation.audio.enabled else None,
         pose=batch["pose"] if modulation.skeleton.enabled else None,
         text_emb=text_emb.to(latents.device).expand(latents.shape[0], -1, -1),  # the loop moves only the batch
         drop_audio=batch["drop_audio"] if modulation.audio.enabled else None,
         drop_pose=batch["drop_pose"] if modulation.skeleton.enabled else None,
+        image_emb=batch.get("image_emb"),
     )
     loss = flow_matching_loss(velocity, target)
     return loss, {"loss": loss.item()}

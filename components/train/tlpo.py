@@ -14,7 +14,7 @@ import torch.nn as nn
 
 from components.model.adapters import adapters_disabled, lora_layers
 from components.model.flow import sigma_to_timestep
-from components.model.gate import TimestepLayerGate, gated
+from components.model.gate import TimestepLayerGate, set_gate_scaling
 from components.train.dpo import flow_dpo_loss, pair_velocity_errors
 
 
@@ -51,6 +51,7 @@ def gated_dpo_loss(
     for name, parameter in model.named_parameters():  # re-enabling the adapters made them trainable
         if "lora_" in name:
             parameter.requires_grad_(False)
-    with gated(model, gate(sigma_to_timestep(sigma[0])), gate.experts):
-        policy_w, policy_l = pair_velocity_errors(model, batch, text_emb)
+    # persistent until the next batch (not `gated`): gradient checkpointing re-runs the blocks in backward
+    set_gate_scaling(model, gate(sigma_to_timestep(sigma[0])), gate.experts)
+    policy_w, policy_l = pair_velocity_errors(model, batch, text_emb)
     return flow_dpo_loss(policy_w, policy_l, ref_w, ref_l, beta)

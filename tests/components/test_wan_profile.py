@@ -47,11 +47,7 @@ def test_wan_backbone_dims_build_the_14b_transformer_shape():
     assert model.blocks[0].attn1.to_q.weight.shape == (5120, 5120)
     assert model.blocks[0].ffn.net[0].proj.weight.shape == (13824, 5120)
     n = sum(p.numel() for p in model.parameters())
-    # Wan2.1-I2V-14B has 16,394,878,784 parameters (infra/README.md section 4, diffusers' count). Ours lacks only its
-    # CLIP image context: per block the added k, v projections and their RMSNorm, plus the 1280 -> 5120 embedder.
-    d, clip = 5120, 1280
-    image_context = 40 * (2 * (d * d + d) + d) + (2 * clip + clip * clip + clip + clip * d + d + 2 * d)
-    assert n + image_context == 16_394_878_784
+    assert n == 16_394_878_784  # Wan2.1-I2V-14B, image context included (diffusers' count)
 
 
 def test_wan_shards_and_validation_thresholds_follow_their_one_source():
@@ -68,3 +64,13 @@ def test_wan_profile_names_every_stage_output():
                           "phase1": ("output",), "phase2": ("output", "base_model"),
                           "tlpo": ("output", "report_path", "figure_path")}.items():
         assert set(keys) <= set(wan[section]), section
+
+
+def test_the_13b_profile_loads_with_an_i2v_1_3b_backbone():
+    """params.wan13b.yaml: the same keys, an I2V-layout Wan2.1 1.3B (Wan2.1-Fun-1.3B-InP's dims)."""
+    params = load_params(WAN.parent / "params.wan13b.yaml")
+    b = params.model.backbone
+    assert (b.num_layers, b.num_attention_heads, b.attention_head_dim, b.ffn_dim) == (30, 12, 128, 8960)
+    assert (b.image_dim, b.added_kv_proj_dim, b.dtype) == (1280, 1536, "bfloat16")
+    assert params.phase1.sample_every == params.phase2.sample_every == 0  # off under FSDP (stated in the file)
+    assert load_params(WAN).phase1.sample_every == 0

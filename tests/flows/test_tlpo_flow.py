@@ -57,6 +57,7 @@ def _candidates(base: Path, out_dir: Path, n_windows: int = 2) -> list[str]:
     w, t = n_windows, meta.frames
     cond = {
         "latents": torch.randn(w, z, t_lat, size, size, generator=g).numpy(),
+        "cond_latents": torch.randn(w, z, t_lat, size, size, generator=g).numpy(),  # I2V: VAE of [reference, zeros]
         "audio_mel": torch.randn(w, t, 4, meta.audio.n_mels, generator=g).numpy(),
         "audio_wav2vec": np.zeros((w, t, 2, 32), np.float32),
         "pose": np.zeros((w, t, 10, 3), np.float32),

@@ -1,12 +1,18 @@
-"""Tiny rating pools for the app tests: real mp4s (h264 + AAC) of 2 frames at 32 px, 3 windows x 2 candidates."""
+"""Tiny rating pools and compare sets for the app tests: real mp4s (h264 + AAC) of 2 frames at 32 px,
+3 windows x 2 candidates; compare sets of N items x 2 models."""
 
 from __future__ import annotations
 
+import json
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from components.app.compare import FORMAT as COMPARE_FORMAT
+from components.app.compare import INDEX_FILE as COMPARE_INDEX
+from components.app.compare import ModelRef
 from components.app.pool import RatingPool, write_pool
 from components.io.video import write_video
 
@@ -36,3 +42,22 @@ def pool(pool_dir) -> RatingPool:
     from components.app.pool import load_pool
 
     return load_pool(pool_dir)
+
+
+V2 = ModelRef("models:/talkalign/2", "talkalign/2", "talkalign", "2")
+V3 = ModelRef("models:/talkalign/3", "talkalign/3", "talkalign", "3")
+
+
+def write_compare_set(root: Path, scratch: Path, n_items: int = 4, first: ModelRef = V3, second: ModelRef = V2) -> Path:
+    """A compare set of tiny real mp4s, written by hand (what build_compare_set writes, without a model)."""
+    (root / "videos").mkdir(parents=True)
+    items: dict[str, dict[str, str]] = {}
+    for i in range(n_items):
+        items[f"item{i}"] = {}
+        for k, slot in enumerate(("first", "second")):
+            rel = f"videos/{i}{slot}.mp4"
+            (root / rel).write_bytes(tiny_mp4(scratch / f"{i}{slot}.mp4", 30 + 100 * k))
+            items[f"item{i}"][slot] = rel
+    index = {"format": COMPARE_FORMAT, "items": items, "models": {"first": asdict(first), "second": asdict(second)}}
+    (root / COMPARE_INDEX).write_text(json.dumps(index))
+    return root

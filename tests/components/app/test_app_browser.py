@@ -2,7 +2,9 @@
 
 Two raters rate at once in two browser sessions, one closes its browser and resumes; the sqlite rows are
 checked and the export goes through the annotate ratings suite; bad input gets a message and writes nothing;
-a tiny model animates from the page. Screenshots of each tab go to reports/app/.
+a tiny model animates from the page; a rater compares two registry versions blind and the admin logs the win rate
+into the newer version's MLflow run; a toy-size model's click-to-video time is printed. Screenshots of each tab
+go to reports/app/.
 """
 
 from __future__ import annotations
@@ -26,12 +28,14 @@ webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is in the
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 
+from components.app.compare import CompareStore, load_compare_set  # noqa: E402
 from components.app.pool import load_pool  # noqa: E402
 from components.app.server import launch  # noqa: E402
 from components.app.ui import AppConfig  # noqa: E402
 from components.config import DIMENSIONS  # noqa: E402
 from components.model.bundle import save_bundle  # noqa: E402
 from components.preference.ratings import check_ratings, read_ratings  # noqa: E402
+from tests.components.app.conftest import write_compare_set  # noqa: E402
 
 REPORTS = Path(__file__).resolve().parents[3] / "reports" / "app"
 WAIT = 30
@@ -43,15 +47,51 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def registry_with_versions(root: Path, n: int) -> tuple[str, dict[str, str]]:
+    """A sqlite MLflow registry with talkalign versions 1..n, each created in a (finished) run of its own."""
+    from mlflow import MlflowClient
+
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    client.create_registered_model("talkalign")
+    experiment = client.create_experiment("register", artifact_location=str(root / "mlruns"))
+    runs = {}
+    for version in range(1, n + 1):
+        run = client.create_run(experiment)
+        client.log_metric(run.info.run_id, "promoted", 1.0)
+        client.set_terminated(run.info.run_id)
+        (root / f"src{version}").mkdir()
+        client.create_model_version("talkalign", str(root / f"src{version}"), run_id=run.info.run_id)
+        runs[str(version)] = run.info.run_id
+    return uri, runs
+
+
+def toy_bundle(root: Path) -> Path:
+    """The toy profile's model (PortraitModelConfig(), the toy VAE, params.yaml's sampling) with random weights."""
+    from components.config import Params
+    from components.model.bundle import BundleMeta, ModelBundle
+    from components.model.portrait import PortraitModel
+    from components.model.text_encoder import TextEncoder
+    from components.model.vae import build_vae
+
+    params = Params()  # == params.yaml (a test checks it)
+    bundle = ModelBundle(BundleMeta.from_params(params, variant="toy-random"), PortraitModel.from_config(params.model),
+                         build_vae(params.vae), TextEncoder(params.model.text))
+    return save_bundle(root / "toy-bundle", bundle)
+
+
 @pytest.fixture(scope="module")
 def server(pool_dir, tmp_path_factory, make_tiny_bundle):
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     root = tmp_path_factory.mktemp("app")
     bundle = save_bundle(root / "bundle", make_tiny_bundle("mel"))
+    tracking_uri, runs = registry_with_versions(root, 3)
+    compare = load_compare_set(write_compare_set(root / "compare", root, n_items=3))  # talkalign/3 vs talkalign/2
     cfg = AppConfig(pool=load_pool(pool_dir), db_path=root / "ratings.sqlite", out_dir=root / "out",
-                    default_model=str(bundle), max_upload_bytes=2 * 1024 * 1024)
+                    default_model=str(bundle), max_upload_bytes=2 * 1024 * 1024, tracking_uri=tracking_uri,
+                    compare=compare)
     app, url = launch(cfg, port=free_port(), block=False)
-    yield cfg, url
+    yield cfg, url, runs
     app.close()
 
 
@@ -110,7 +150,7 @@ def fill_window(driver, n_candidates: int, score: int) -> None:
 
 
 def test_two_raters_resume_bad_input_and_animate(server, pool, tmp_path):
-    cfg, url = server
+    cfg, url, _ = server
     REPORTS.mkdir(parents=True, exist_ok=True)
     timings = {}
     t0 = time.perf_counter()
@@ -208,6 +248,12 @@ def test_two_raters_resume_bad_input_and_animate(server, pool, tmp_path):
 
         import httpx  # the server still answers after every bad input
 
+        # an upload over the size limit is refused by the server itself, and nothing is kept
+        big = tmp_path / "big.wav"
+        big.write_bytes(b"RIFF" + bytes(3 * 1024 * 1024))
+        with big.open("rb") as handle:
+            refused = httpx.post(url.rstrip("/") + "/gradio_api/upload", files={"files": ("big.wav", handle)}, timeout=30)
+        assert refused.status_code == 413, refused.text
         assert httpx.get(url, timeout=10).status_code == 200
         assert httpx.get(url.rstrip("/") + "/gradio_api/file=/etc/passwd", timeout=10).status_code == 403
     finally:
@@ -215,3 +261,80 @@ def test_two_raters_resume_bad_input_and_animate(server, pool, tmp_path):
         b.quit()
     timings["total"] = time.perf_counter() - t0
     print(f"\nbrowser timings: {({k: round(v, 1) for k, v in timings.items()})}")
+
+
+def test_blind_compare_and_win_rate_logged_into_the_newer_run(server, tmp_path):
+    from mlflow import MlflowClient
+
+    cfg, url, runs = server
+    store = CompareStore(cfg.db_path, cfg.compare, seed=cfg.seed)
+    driver = browser(tmp_path, "compare")
+    try:
+        open_tab(driver, url, "Compare")
+        type_into(driver, "compare-rater", "carol")
+        driver.find_element(By.ID, "compare-start").click()
+        wait_text(driver, "compare-progress", "0 of 3 items compared")
+        WebDriverWait(driver, WAIT).until(lambda d: d.find_elements(By.CSS_SELECTOR, "#compare-video-b video"))
+        shown = [driver.find_element(By.CSS_SELECTOR, f"#compare-video-{s} video").get_attribute("src") for s in "ab"]
+        assert all(".mp4" in src and "talkalign" not in src for src in shown)  # blind: the URL names no model
+        driver.save_screenshot(str(REPORTS / "compare.png"))
+        # carol prefers talkalign/3 (the "first" model) on two items, whichever side it is on, and ties one
+        for n in range(3):
+            item = store.next_item("carol")
+            side = "tie" if n == 2 else ("a" if store.shown_as_a("carol", item) == "first" else "b")
+            driver.find_element(By.ID, f"compare-pick-{side}").click()
+            wait_text(driver, "compare-progress", f"{n + 1} of 3 items compared")
+        assert "All done" in text_of(driver, "compare-progress")
+        assert "talkalign/" not in driver.find_element(By.TAG_NAME, "body").text  # nothing on the tab names a model
+        open_tab(driver, url, "Admin")  # the result and the MLflow action are on the Admin tab
+        driver.find_element(By.ID, "compare-refresh").click()
+        wait_text(driver, "compare-result", "talkalign/3 vs talkalign/2: win rate 0.833")
+        driver.find_element(By.ID, "compare-log").click()
+        wait_text(driver, "compare-result", f"Logged into MLflow run {runs['3']}")
+        driver.save_screenshot(str(REPORTS / "compare-logged.png"))
+    finally:
+        driver.quit()
+    with sqlite3.connect(cfg.db_path) as db:
+        rows = db.execute("SELECT winner, COUNT(*) FROM comparisons WHERE rater_id = 'carol' GROUP BY winner").fetchall()
+    assert dict(rows) == {"first": 2, "tie": 1}
+    client = MlflowClient(tracking_uri=cfg.tracking_uri, registry_uri=cfg.tracking_uri)
+    metrics = client.get_run(runs["3"]).data.metrics  # version 3 is the newer: its run, next to its gate metric
+    assert metrics["human_win_rate_vs_v2"] == pytest.approx(2.5 / 3) and metrics["human_win_rate_n_vs_v2"] == 3
+    assert "promoted" in metrics and not any(k.startswith("human_") for k in client.get_run(runs["2"]).data.metrics)
+    print(f"\ncompare: {store.result().line()}")
+
+
+def test_toy_model_click_to_video(server, tmp_path):
+    """Click-to-video for the toy-size model (random weights) on 2 s of audio with params.yaml's sampling steps."""
+    from components.config import Params
+
+    cfg, url, _ = server
+    toy = toy_bundle(tmp_path)
+    steps = Params().sampling.steps
+    portrait, speech = tmp_path / "face.png", tmp_path / "two-seconds.wav"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (80, 64, 3), dtype=np.uint8)).save(portrait)
+    t = np.arange(2 * 16000) / 16000
+    sf.write(speech, (0.3 * np.sin(2 * np.pi * 180 * t) * (np.sin(2 * np.pi * 3 * t) > 0)).astype(np.float32), 16000)
+    driver = browser(tmp_path, "toy")
+    try:
+        open_tab(driver, url, "Animate")
+        driver.find_element(By.CSS_SELECTOR, "#animate-image input[type=file]").send_keys(str(portrait))
+        driver.find_element(By.CSS_SELECTOR, "#animate-audio input[type=file]").send_keys(str(speech))
+        uploaded(driver, "animate-image", "face.png")
+        type_into(driver, "animate-model", str(toy))
+        type_into(driver, "animate-steps", str(steps))
+        before = set(cfg.out_dir.glob("*.mp4"))
+        clicked = time.perf_counter()
+        driver.find_element(By.ID, "animate-go").click()
+        WebDriverWait(driver, 300).until(lambda d: d.find_elements(By.CSS_SELECTOR, "#animate-video video"))
+        seconds = time.perf_counter() - clicked
+        wait_text(driver, "animate-message", "Done in")
+        server_side = text_of(driver, "animate-message")
+        driver.save_screenshot(str(REPORTS / "animate-toy.png"))
+    finally:
+        driver.quit()
+    from components.io.video import decode_video
+
+    (out,) = set(cfg.out_dir.glob("*.mp4")) - before
+    assert decode_video(out).frames.shape[1:3] == (64, 64)
+    print(f"\ntoy model ({steps} steps, 2 s of audio, random weights): click to video {seconds:.1f} s ({server_side})")

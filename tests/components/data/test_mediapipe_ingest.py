@@ -14,12 +14,12 @@ import pytest
 from PIL import Image
 
 from components.config import IngestConfig, KeypointConfig
+from components.data.audio_features import AudioEncoder
 from components.data.extractor_client import DEFAULT_PYTHON, ExtractorUnavailable, run_worker
 from components.data.ingest import ingest_folder
 from components.data.quarantine import read_quarantine
 from components.io.audio import load_audio
 from components.io.video import decode_video, write_video
-from components.data.audio_features import AudioEncoder
 
 needs_env = pytest.mark.skipif(
     not DEFAULT_PYTHON.is_file(), reason=f"{DEFAULT_PYTHON} missing: `make setup` builds the mediapipe extractor env"

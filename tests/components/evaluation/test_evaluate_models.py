@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from components.config import EvaluationConfig, Params, SyncExpertConfig, TrainingDataConfig
+from components.config import CriticConfig, EvaluationConfig, Params, SyncExpertConfig, TrainingDataConfig
 from components.data.windows import ClipSample, Window
 from components.evaluation.evaluate_models import (
     Evaluation,
@@ -51,7 +51,6 @@ def test_sync_expert_paragraph_says_which_expert_scored():
 
 
 def test_critic_scorer_without_and_with_a_critic(tmp_path: Path, capsys):
-    from components.config import CriticConfig
     from components.preference.critic import TalkingCritic, save_critic, score_videos
 
     params = Params(critic=CriticConfig(out_dir=str(tmp_path / "critic")))
@@ -91,8 +90,9 @@ def test_write_evaluation_writes_every_output(tmp_path: Path):
     cfg = EvaluationConfig(models={"phase2": "models/phase2"}, grid_windows=1, metrics_path=str(reports / "metrics.json"),
                            report_path=str(reports / "report.md"), plots_dir=str(reports / "plots"),
                            figures_dir=str(reports / "figures"), videos_dir=str(reports / "videos"),
-                           seed_noise_path=str(reports / "seed_noise.json"), comparisons=[])
-    params = Params(evaluation=cfg, data=TrainingDataConfig(frames=T))
+                           seed_noise_path=str(reports / "seed_noise.json"), comparisons=[],
+                           claims_path=str(reports / "claims.md"), claims_metrics_path=str(reports / "claims.json"))
+    params = Params(evaluation=cfg, data=TrainingDataConfig(frames=T), critic=CriticConfig(metrics_path=str(reports / "critic.json")))
     test = _held_out_windows()
     (reports / "videos").mkdir(parents=True)
     (reports / "videos" / "old_0000.mp4").write_bytes(b"a grid of an earlier run")
@@ -121,9 +121,41 @@ def test_write_evaluation_without_seed_noise_writes_no_seed_file(tmp_path: Path)
     cfg = EvaluationConfig(models={"phase2": "m"}, grid_windows=0, metrics_path=str(tmp_path / "m.json"),
                            report_path=str(tmp_path / "r.md"), plots_dir=str(tmp_path / "plots"),
                            figures_dir=str(tmp_path / "fig"), videos_dir=str(tmp_path / "videos"),
-                           seed_noise_path=str(tmp_path / "noise.json"))
+                           seed_noise_path=str(tmp_path / "noise.json"), claims_path=str(tmp_path / "claims.md"),
+                           claims_metrics_path=str(tmp_path / "claims.json"))
     evaluation = Evaluation(results={"phase2": {"sync_c": 1.0}}, seed_noise={}, reader_scores={}, expert=_expert("official"),
                             unavailable={}, test=_held_out_windows(1))
-    files = write_evaluation(Params(evaluation=cfg, data=TrainingDataConfig(frames=T)), evaluation)
+    files = write_evaluation(Params(evaluation=cfg, data=TrainingDataConfig(frames=T),
+                                    critic=CriticConfig(metrics_path=str(tmp_path / "critic.json"))), evaluation)
     assert files.seed_noise is None and not (tmp_path / "noise.json").exists() and files.videos == []
     assert "official SyncNet weights" in files.report.read_text()
+
+
+def test_video_scorer_keeps_per_window_values_behind_its_table(tmp_path: Path):
+    """The table's numbers are the per-window values' means (lip corr pooled), and the same Sync-C / Sync-D as the
+    SyncNet protocol's mean over videos (sync_metrics.mean_sync_scores)."""
+    from types import SimpleNamespace
+
+    import torch
+
+    from components.config import CriticConfig
+    from components.evaluation.evaluate_models import VideoScorer
+    from components.evaluation.sync_metrics import SyncVideo, mean_sync_scores
+
+    test = _held_out_windows(3)
+    test.mouth_open = np.random.default_rng(0).uniform(0, 1, (3, T)).astype(np.float32)
+    test.cache = SimpleNamespace(audio_mel=torch.zeros(3, T, 4, 40))
+    params = Params(evaluation=EvaluationConfig(landmark_metrics="off"), data=TrainingDataConfig(frames=T),
+                    critic=CriticConfig(out_dir=str(tmp_path / "no_critic")))
+    expert = _expert()
+    scorer = VideoScorer(params, test, expert, reader=None)
+    video = test.truth[:, ::-1].copy()  # frames reversed in time: not the truth
+    table, windows = scorer.score(video)
+    assert set(windows.values) >= {"sync_c", "sync_d", "lip_err", "psnr", "ssim"} and "sync_offset" not in windows.values
+    for metric in ("sync_c", "sync_d", "lip_err", "psnr", "ssim"):
+        assert windows.values[metric].shape == (3,) and table[metric] == pytest.approx(windows.values[metric].mean())
+    protocol = mean_sync_scores(expert.model, [SyncVideo(video[i, 1:], test.mouth_box[i, 1:], scorer.audio_emb["clip0"],
+                                                         w.start + 1) for i, w in enumerate(test.windows)])
+    assert {k: table[k] for k in protocol} == pytest.approx(protocol)
+    assert windows.lip_opening.shape == (3, T - 1) and table["lip_corr"] == pytest.approx(scorer.lips(video)["lip_corr"])
+    assert list(table)[:5] == ["sync_c", "sync_d", "sync_offset", "sync_abs_offset", "lip_corr"]  # metrics.json order

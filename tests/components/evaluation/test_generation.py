@@ -27,6 +27,7 @@ def _cache(bundle, n: int = 3) -> LatentCache:
         clip_ids=[f"c{i}" for i in range(n)],
         identities=[f"p{i}" for i in range(n)],
         vae_config_digest="x", vae_weights_digest="y", latents_mean=[0.0] * z, latents_std=[1.0] * z,
+        cond_latents=torch.randn(n, z, 5, 4, 4, generator=g),
     )
 
 

@@ -69,3 +69,19 @@ def test_overview_png_is_an_image(tmp_path):
     image = np.asarray(Image.open(path))
     assert image.ndim == 3 and image.shape[0] > 100 and image.shape[1] > 300
     assert image.std() > 10  # something is drawn
+
+
+def test_comparisons_are_paired_differences_with_their_ci(tmp_path):
+    from components.evaluation.bootstrap import Interval
+
+    inputs = _inputs(tmp_path)
+    inputs.differences = {("dpo", "phase2"): {"lip_corr": Interval(0.05, 0.01, 0.09, 8, 3),
+                                              "psnr": Interval(-0.2, -0.5, 0.1, 8, 3)}}
+    inputs.claims = tmp_path / "reports" / "claims.md"
+    inputs.seed_noise = {"dpo": {"psnr": {"mean": 21.0, "std": 0.1, "values": {"0": 21.0, "1": 21.1, "2": 20.9}}}}
+    text = render_report(inputs, tmp_path / "reports" / "report.md")
+    assert "### dpo − phase2" in text and "[claims.md](claims.md)" in text
+    assert "| lip corr ↑ | +0.050 | [+0.010, +0.090] | 8 × 3 | **yes** |" in text
+    assert "| PSNR (dB) ↑ | −0.200 | [−0.500, +0.100] | 8 × 3 | no |" in text
+    assert "within noise" not in text and "twice the standard error" not in text  # the old 2-SE rule is gone
+    assert "| dpo | 21.000 ± 0.100 |" in text

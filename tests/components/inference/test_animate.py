@@ -205,12 +205,12 @@ def test_cli_animate_end_to_end(bundle_dir, files, tmp_path, capsys):
     out = tmp_path / "cli.mp4"
     code = cli_main(["animate", "--image", str(files["image"]), "--audio", str(files["audio"]),
                      "--model", str(bundle_dir), "-o", str(out), "--steps", "2", "--guidance", "1.5", "--seed", "5",
-                     "--prompt", "a calm speaker"])
+                     "--prompt", "a calm speaker", "--crop", "none"])
     assert code == 0
     assert capsys.readouterr().out.strip() == str(out)
     assert decode_video(out).frames.shape == (38, RES, RES, 3)
 
     code = cli_main(["animate", "--image", str(files["image"]), "--audio", str(files["audio"]),
-                     "--model", str(tmp_path / "nope"), "-o", str(tmp_path / "x.mp4")])
+                     "--model", str(tmp_path / "nope"), "-o", str(tmp_path / "x.mp4"), "--crop", "none"])
     assert code == 1
     assert "nope: no such file or directory" in capsys.readouterr().err

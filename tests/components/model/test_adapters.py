@@ -39,7 +39,7 @@ def noisy_inputs(seed: int) -> dict[str, torch.Tensor]:
     x0 = torch.randn(B, Z, T_LAT, H, W, generator=g)
     sigma = torch.tensor([0.2, 0.5, 0.8])
     x_t, _ = add_noise(x0, torch.randn(x0.shape, generator=g), sigma)
-    return {"x_t": x_t, "timestep": sigma_to_timestep(sigma), "ref": x0[:, :, :1],
+    return {"x_t": x_t, "timestep": sigma_to_timestep(sigma), "ref": x0,  # stands in for the I2V condition latents
             "audio": torch.randn(B, T, 2, 8, generator=g)}
 
 

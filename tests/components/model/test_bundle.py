@@ -34,7 +34,7 @@ def inputs(bundle: ModelBundle, seed: int = 0) -> dict:
     return {
         "noisy_latents": torch.randn(1, Z, T_LAT, HW, HW, generator=g),
         "timestep": torch.tensor([600.0]),
-        "ref_latents": torch.randn(1, Z, 1, HW, HW, generator=g),
+        "cond_latents": torch.randn(1, Z, T_LAT, HW, HW, generator=g),
         "audio_feats": torch.randn(1, T, acfg.tokens_per_frame, acfg.in_dim, generator=g),
         "pose": torch.rand(1, T, 10, 3, generator=g) if bundle.model.cfg.modulation.skeleton.enabled else None,
         "text_emb": bundle.text_encoder(["a person talking"]),

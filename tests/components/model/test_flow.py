@@ -67,12 +67,12 @@ def test_sampler_is_deterministic_for_a_seed_with_a_real_model():
         for block in model.modulated_blocks():
             torch.nn.init.normal_(block.motion_attn["joint"].attn.to_out[0].weight, std=0.5)
     g = torch.Generator().manual_seed(0)
-    ref = torch.randn(1, 16, 1, 4, 4, generator=g)
+    cond = torch.randn(1, 16, 3, 4, 4, generator=g)  # I2V condition latents
     audio = torch.randn(1, 9, 2, 32, generator=g)  # 9 frames -> 3 latent frames
     text = torch.randn(1, 8, 32, generator=g)
 
     def model_fn(x, t, dropped):
-        return model(x, t, ref, audio, None, text, drop_audio=torch.tensor([dropped]))
+        return model(x, t, cond, audio, None, text, drop_audio=torch.tensor([dropped]))
 
     shape = (1, 16, 3, 4, 4)
     calls = []

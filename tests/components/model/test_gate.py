@@ -36,7 +36,7 @@ def velocity(model: PortraitModel) -> torch.Tensor:
     x0 = torch.randn(2, 16, 3, 4, 4, generator=g)
     x_t, _ = add_noise(x0, torch.randn(x0.shape, generator=g), torch.tensor([0.4, 0.4]))
     audio = torch.randn(2, 9, 2, 8, generator=g)
-    return model(x_t, torch.tensor([400.0, 400.0]), x0[:, :, :1], audio, None, TEXT.expand(2, -1, -1))
+    return model(x_t, torch.tensor([400.0, 400.0]), x0, audio, None, TEXT.expand(2, -1, -1))
 
 
 def scalings(model: PortraitModel) -> dict[str, dict]:

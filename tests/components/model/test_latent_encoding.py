@@ -70,7 +70,7 @@ def test_round_trip_through_safetensors(vae, windows, tmp_path):
     save_latent_cache(path, cache)
     assert [p.name for p in path.parent.iterdir()] == ["train.safetensors"]  # no temp file left behind
     loaded = load_latent_cache(path)
-    tensors = ("latents", "audio_mel", "audio_wav2vec", "pose", "mouth_open", "mouth_box", "window_start", "clip_index")
+    tensors = ("latents", "cond_latents", "audio_mel", "audio_wav2vec", "pose", "mouth_open", "mouth_box", "window_start", "clip_index")
     for name in tensors:
         torch.testing.assert_close(getattr(loaded, name), getattr(cache, name), rtol=0, atol=0, equal_nan=True)
     for name in ("clip_ids", "identities", "vae_config_digest", "vae_weights_digest", "latents_mean", "latents_std"):
@@ -78,6 +78,33 @@ def test_round_trip_through_safetensors(vae, windows, tmp_path):
     with safe_open(str(path), framework="pt") as f:  # readable by any safetensors reader, metadata as JSON text
         meta = f.metadata()
     assert meta["format"] == LATENT_CACHE_FORMAT and json.loads(meta["clip_ids"]) == ["a", "b"]
+    assert loaded.image_emb is None  # no image encoder: no image tokens stored
+
+
+def test_condition_latents_are_the_reference_then_zero_frames_encoded(vae, windows):
+    cache = encode_windows(vae, windows)
+    video = np.stack([w.frames for w in windows]).astype(np.float32) / 127.5 - 1.0  # [N, T, H, W, 3] in [-1, 1]
+    video[:, 1:] = 0.0  # WanImageToVideoPipeline: [image, zeros(T - 1)] in the VAE's [-1, 1] range
+    with torch.no_grad():
+        expected = encode_video(vae, torch.from_numpy(video))
+    assert cache.cond_latents.shape == cache.latents.shape
+    torch.testing.assert_close(cache.cond_latents, expected, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(cache.cond_latents[:, :, :1], cache.reference_latents, rtol=1e-5, atol=1e-5)
+    assert cache.cond_latents[:, :, 1:].abs().min() > 0  # the zero frames encode to VAE latents, not to zeros
+
+
+def test_image_tokens_round_trip_and_old_caches_are_refused(vae, windows, tmp_path):
+    cache = encode_windows(vae, windows)
+    cache.image_emb = torch.randn(len(cache), 5, 8)
+    path = tmp_path / "c.safetensors"
+    save_latent_cache(path, cache)
+    loaded = load_latent_cache(path)
+    assert torch.equal(loaded.image_emb, cache.image_emb)
+    assert set(loaded.condition(slice(1, 3))) == {"cond", "image_emb"}
+    tensors = {k: v for k, v in {"latents": cache.latents, "audio_mel": cache.audio_mel}.items()}
+    save_file(tensors, str(tmp_path / "old.safetensors"), metadata={"format": "talkalign-latents/1"})
+    with pytest.raises(ValueError, match="old.safetensors: latent cache format talkalign-latents/1.*re-run"):
+        load_latent_cache(tmp_path / "old.safetensors")
 
 
 def test_reference_latent_is_the_first_frame_encoded_alone(vae, windows):

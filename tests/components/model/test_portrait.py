@@ -5,10 +5,10 @@ import torch
 from safetensors import safe_open
 
 from components.config import BackboneConfig, PortraitModelConfig, SkeletonModulationConfig
+from components.model.i2v_conditioning import i2v_condition
 from components.model.portrait import (
     PortraitModel,
     build_backbone,
-    i2v_condition,
     load_backbone,
 )
 
@@ -21,7 +21,7 @@ def make_inputs(seed: int = 0) -> dict[str, torch.Tensor]:
     return {
         "noisy_latents": torch.randn(B, Z, T_LAT, H, W, generator=g),
         "timestep": torch.tensor([700.0, 150.0]),
-        "ref_latents": torch.randn(B, Z, 1, H, W, generator=g),
+        "cond_latents": torch.randn(B, Z, T_LAT, H, W, generator=g),
         "audio_feats": torch.randn(B, T, 2, 32, generator=g),
         "pose": torch.rand(B, T, J, 3, generator=g),
         "text_emb": torch.randn(B, 16, 32, generator=g),
@@ -29,7 +29,7 @@ def make_inputs(seed: int = 0) -> dict[str, torch.Tensor]:
 
 
 def bare_output(backbone, x: dict[str, torch.Tensor]) -> torch.Tensor:
-    hidden = torch.cat([x["noisy_latents"], i2v_condition(x["ref_latents"], T_LAT)], dim=1)
+    hidden = torch.cat([x["noisy_latents"], i2v_condition(x["cond_latents"])], dim=1)
     return backbone(hidden, timestep=x["timestep"], encoder_hidden_states=x["text_emb"], return_dict=False)[0]
 
 
@@ -52,11 +52,20 @@ def run(model: PortraitModel, x: dict[str, torch.Tensor], **overrides) -> torch.
 
 
 def test_i2v_condition_layout():
-    ref = torch.randn(1, Z, H, W)
-    cond = i2v_condition(ref, T_LAT)
+    latents = torch.randn(1, Z, T_LAT, H, W)
+    cond = i2v_condition(latents)
     assert cond.shape == (1, 4 + Z, T_LAT, H, W)
     assert (cond[:, :4, 0] == 1).all() and (cond[:, :4, 1:] == 0).all()  # mask: latent frame 0 is given
-    assert torch.equal(cond[:, 4:, 0], ref) and not cond[:, 4:, 1:].any()
+    assert torch.equal(cond[:, 4:], latents)
+
+
+def test_condition_must_span_every_latent_frame_and_image_tokens_match_the_backbone():
+    model = PortraitModel.from_config(PortraitModelConfig.tiny())
+    x = make_inputs()
+    with pytest.raises(ValueError, match="cond_latents .* must have the shape of noisy_latents"):
+        run(model, x, cond_latents=x["cond_latents"][:, :, :1])
+    with pytest.raises(ValueError, match="no image_dim"):
+        run(model, x, image_emb=torch.zeros(B, 3, 8))
 
 
 @pytest.mark.parametrize("skeleton", [False, True])

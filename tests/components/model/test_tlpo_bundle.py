@@ -49,7 +49,7 @@ def _velocity(model, bundle, sigma: float) -> torch.Tensor:
     audio = torch.randn(1, 9, 4, 40, generator=g)
     x_t, _ = add_noise(x0, torch.randn(x0.shape, generator=g), torch.tensor([sigma]))
     text = bundle.text_encoder([bundle.meta.default_prompt])
-    return model(x_t, sigma_to_timestep(torch.tensor([sigma])), x0[:, :, :1], audio, None, text)
+    return model(x_t, sigma_to_timestep(torch.tensor([sigma])), x0, audio, None, text)
 
 
 def _errors(model, bundle, sigma, weights=None):

@@ -79,3 +79,25 @@ def test_jsonl_ratings_and_per_rater_normalisation(tmp_path):
     assert plain["lip_sync"].tolist() == [2.0, 3.0, 4.0]
     spread = normalised["lip_sync"].diff().dropna()
     assert (spread > 0).all() and normalised["lip_sync"].mean() == pytest.approx(3.0)
+
+
+def test_the_apps_sqlite_database_is_read_and_checked(tmp_path):
+    """annotate.human_ratings=....sqlite: the browser app's database itself, through the same suite."""
+    from components.app.rating_store import RatingStore
+
+    windows = {"w1": ["w1.g1.s0", "w1.g2.s0"], "w2": ["w2.g1.s0"]}
+    db = tmp_path / "human.sqlite"
+    store = RatingStore(db, list(windows), windows)
+    for rater, base in (("ann", 2), ("bob", 3)):
+        for w, ids in windows.items():
+            store.rate_window(rater, w, {c: {d: base + k for d in ("lip_sync", "motion", "quality")} for k, c in enumerate(ids)})
+    rows = read_ratings(db)
+    assert len(rows) == 2 * 3 * 3 and set(rows.columns) == {"candidate_id", "rater_id", "dimension", "score"}
+    checked, check = check_ratings(rows, KNOWN, str(db))
+    assert len(checked) == 18 and check.single_rater == 0 and check.unrated == 0
+    with pytest.raises(RatingsError, match="human.sqlite: every candidate_id names a candidate"):
+        check_ratings(rows, KNOWN[:2], str(db))  # a database of other candidates is refused, naming the file
+    not_db = tmp_path / "notes.sqlite"
+    not_db.write_text("not a database")
+    with pytest.raises(RatingsError, match="notes.sqlite: not a ratings database"):
+        read_ratings(not_db)

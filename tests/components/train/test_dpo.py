@@ -34,6 +34,7 @@ def pair_batch(seed: int = 0) -> dict[str, torch.Tensor]:
     loser[:, :, :1] = winner[:, :, :1]  # a pair shares its reference frame
     return {
         "winner": winner, "loser": loser,
+        "cond": torch.randn(P, Z, T_LAT, H, W, generator=g),  # the window's I2V condition latents, shared by the pair
         "audio": torch.randn(P, T, 2, 8, generator=g),
         "noise": torch.randn(P, Z, T_LAT, H, W, generator=g),
         "sigma": torch.tensor([0.2, 0.5, 0.8]),

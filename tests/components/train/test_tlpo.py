@@ -30,7 +30,7 @@ def experts_model() -> PortraitModel:
 def batch() -> dict[str, torch.Tensor]:
     g = torch.Generator().manual_seed(0)
     w = torch.randn(2, 16, 3, 4, 4, generator=g)
-    return {"winner": w, "loser": w + 0.3, "audio": torch.randn(2, 9, 2, 8, generator=g),
+    return {"winner": w, "loser": w + 0.3, "cond": w.flip(2), "audio": torch.randn(2, 9, 2, 8, generator=g),
             "noise": torch.randn(2, 16, 3, 4, 4, generator=g), "sigma": torch.tensor([0.4, 0.7])}
 
 

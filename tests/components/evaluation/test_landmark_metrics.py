@@ -1,0 +1,94 @@
+"""Landmark metrics on windows made from a real photograph (matplotlib's grace_hopper.jpg) measured with the
+real mediapipe worker: LMD of a clip against itself is 0 and grows with a shift of the mouth inside the frame;
+the no-env / off paths report the metrics as not measured; lip_corr and HKV on hand-made landmarks."""
+
+import matplotlib.cbook
+import numpy as np
+import pytest
+from PIL import Image
+
+from components.data.extractor_client import DEFAULT_PYTHON, ExtractorUnavailable
+from components.evaluation.landmark_metrics import (
+    METRICS,
+    WindowLandmarks,
+    hkc,
+    hkv,
+    landmark_scorer,
+    lip_corr,
+    lmd,
+)
+from components.evaluation.report import ReportInputs, render_report
+
+needs_env = pytest.mark.skipif(not DEFAULT_PYTHON.is_file(), reason="`make setup` builds the mediapipe extractor env")
+N, T, SIDE = 2, 6, 96
+
+
+def windows(zoom: float = 1.0, dx: int = 0) -> np.ndarray:
+    """uint8 [N, T, SIDE, SIDE, 3]: the portrait's head, optionally zoomed about its centre and shifted right."""
+    photo = Image.open(matplotlib.cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)).convert("RGB")
+    w, h = photo.size
+    side = 0.75 * w / zoom
+    cx, cy = w / 2 - dx * side / SIDE, 0.42 * h
+    head = photo.crop((round(cx - side / 2), round(cy - side / 2), round(cx + side / 2), round(cy + side / 2)))
+    frame = np.asarray(head.resize((SIDE, SIDE), Image.Resampling.BICUBIC))
+    return np.broadcast_to(frame, (N, T, SIDE, SIDE, 3)).copy()
+
+
+@needs_env
+def test_lmd_is_zero_against_itself_and_grows_with_the_mouth_moving():
+    truth = windows()
+    mel = np.random.default_rng(0).normal(size=(N, T, 4, 8)).astype(np.float32)
+    scorer, unavailable = landmark_scorer("auto", truth, mel)
+    assert unavailable == {} and scorer.extractor == "mediapipe-0.10.21"
+    assert scorer.truth.lips_found.all()  # the face mesh finds the lips in every frame of the real photo
+    itself = scorer.ground_truth()
+    assert itself["lmd_mediapipe"] == pytest.approx(0.0, abs=1e-6)
+    assert itself["hkc_mediapipe"] == 0.0 and "hkv_mediapipe" not in itself  # a portrait: no hands, HKV left out
+    assert "lip_corr_mediapipe" in itself  # a still photo: a number, but no claim about its value
+    shifted = scorer(windows(dx=3))
+    zoomed = scorer(windows(zoom=1.25))
+    # Centring removes most of a shift; a zoom changes the lips' shape in pixels, so it costs more.
+    assert 0 < shifted["lmd_mediapipe"] < zoomed["lmd_mediapipe"]
+    assert zoomed["lmd_mediapipe"] > 1.0
+    assert set(scorer.sources()) == set(METRICS) and "mediapipe-0.10.21 (face mesh" in scorer.sources()["lmd_mediapipe"]
+
+
+def test_missing_env_and_off_report_every_metric_as_not_measured(tmp_path):
+    truth, mel = np.zeros((1, 3, 16, 16, 3), np.uint8), np.zeros((1, 3, 4, 8), np.float32)
+    scorer, why = landmark_scorer("auto", truth, mel, python=str(tmp_path / "nope" / "python"))
+    assert scorer is None and set(why) == set(METRICS) and all("run `make setup`" in r for r in why.values())
+    scorer, why = landmark_scorer("off", truth, mel)
+    assert scorer is None and "turned off" in why["hkc_mediapipe"]
+    with pytest.raises(ExtractorUnavailable, match="make setup"):
+        landmark_scorer("on", truth, mel, python=str(tmp_path / "nope" / "python"))
+
+
+def marks(opening: np.ndarray, hands: np.ndarray, hands_found: np.ndarray) -> WindowLandmarks:
+    n, t = opening.shape
+    return WindowLandmarks("mediapipe-test", opening, np.zeros((n, t, 4, 2)), np.ones((n, t), bool), hands, hands_found)
+
+
+def test_lip_corr_hkc_and_hkv_on_hand_made_landmarks():
+    rng = np.random.default_rng(1)
+    envelope = rng.normal(size=(3, 9))
+    hands = np.zeros((3, 9, 2, 21, 2))
+    found = np.zeros((3, 9, 2), bool)
+    m = marks(0.3 * envelope + 5.0 * np.arange(3)[:, None], hands, found)  # per-window offsets are centred away
+    assert lip_corr(m, envelope) == pytest.approx(1.0)
+    assert lip_corr(marks(-m.opening, hands, found), envelope) == pytest.approx(-1.0)
+    assert hkc(m) == 0.0 and np.isnan(hkv(m))
+    found[:, :, 0] = True  # the left hand everywhere, moving along x by 0.1 per frame
+    hands[:, :, 0, :, 0] = 0.1 * np.arange(9)[None, :, None]
+    m = marks(m.opening, hands, found)
+    assert hkc(m) == pytest.approx(0.5)
+    assert hkv(m) == pytest.approx(np.var(0.1 * np.arange(1, 9)) / 2)  # x varies, y does not: mean over the axes
+    assert lmd(m, m) == 0.0
+
+
+def test_report_says_which_extractor_produced_each_metric():
+    inputs = ReportInputs(results={"phase2": {"sync_c": 1.0, "lmd_mediapipe": 2.5}}, unavailable={},
+                          sync_expert="x", n_windows=1, sampling="s",
+                          sources={"sync_c": "own expert", "lmd_mediapipe": "mediapipe-0.10.21 (face mesh)"})  # fmt: skip
+    text = render_report(inputs, "reports/report.md")
+    assert "### Which extractor produced each metric" in text
+    assert "| `lmd_mediapipe` | mediapipe-0.10.21 (face mesh) |" in text and "LMD (mediapipe)" in text
