@@ -115,3 +115,25 @@ def s3_bucket(s3_server: str, monkeypatch: pytest.MonkeyPatch) -> str:
     bucket = f"test-{uuid.uuid4().hex[:12]}"
     boto3.client("s3", endpoint_url=s3_server).create_bucket(Bucket=bucket)
     return bucket
+
+
+@pytest.fixture(autouse=True)
+def isolated_mlflow_uris():
+    """Each test starts and ends with MLflow's process-wide tracking and registry URIs as they were: code that sets
+    them (stage_run, `talkalign app --tracking-uri`, set_experiment) would otherwise point later tests at an earlier test's store.
+    mlflow.set_registry_uri(None) leaves MLFLOW_REGISTRY_URI in the environment, so the variables are restored too."""
+    from mlflow.tracking import fluent
+    from mlflow.tracking._model_registry import utils as registry_state
+    from mlflow.tracking._tracking_service import utils as tracking_state
+
+    names = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME")
+    env = {name: os.environ.get(name) for name in names}
+    before = tracking_state._tracking_uri, registry_state._registry_uri
+    yield
+    tracking_state._tracking_uri, registry_state._registry_uri = before
+    fluent._active_experiment_id = None  # set_experiment's choice belongs to the store of the test that made it
+    for name, value in env.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
