@@ -137,3 +137,27 @@ def isolated_mlflow_uris():
             os.environ.pop(name, None)
         else:
             os.environ[name] = value
+
+
+@pytest.fixture
+def stage_metrics() -> dict:
+    """A reports/metrics.json as evaluate writes it, small: two variants."""
+    return {
+        "phase1_reshape": {"lip_corr": 0.31, "psnr": 21.52, "lip_corr_audio_zeroed": 0.02},
+        "phase2": {"lip_corr": 0.29, "psnr": 21.9},
+    }
+
+
+@pytest.fixture
+def refused_promotion() -> dict:
+    """A reports/promotion.json as register writes it when a gate refuses the candidate."""
+    return {
+        "model": "talkalign",
+        "version": "3",
+        "decision": "refused",
+        "promoted": False,
+        "reasons": ["psnr 20.10 is worse than the champion's 21.00 by more than 0.5"],
+        "champion_before": "2",
+        "champion_after": "2",
+        "gates": [{"metric": "psnr", "candidate": 20.1, "champion": 21.0, "passed": False}],
+    }

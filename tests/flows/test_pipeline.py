@@ -30,20 +30,6 @@ from flows.pipeline import check_services
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 
-METRICS = {
-    "phase1_reshape": {"lip_corr": 0.31, "psnr": 21.52, "lip_corr_audio_zeroed": 0.02},
-    "phase2": {"lip_corr": 0.29, "psnr": 21.9},
-}
-PROMOTION = {
-    "model": "talkalign",
-    "version": "3",
-    "decision": "refused",
-    "promoted": False,
-    "reasons": ["psnr 20.10 is worse than the champion's 21.00 by more than 0.5"],
-    "champion_before": "2",
-    "champion_after": "2",
-    "gates": [{"metric": "psnr", "candidate": 20.1, "champion": 21.0, "passed": False}],
-}
 
 
 def _free_port() -> int:
@@ -170,7 +156,8 @@ def _run(cmd: list[str], cwd: Path, env: dict[str, str], timeout: float = 300) -
 
 
 @pytest.mark.slow
-def test_served_pipeline_deployment_runs_a_dvc_experiment(prefect_api, scratch_repo, tmp_path):
+def test_served_pipeline_deployment_runs_a_dvc_experiment(prefect_api, scratch_repo, tmp_path, stage_metrics,
+                                                         refused_promotion):
     from prefect import get_client
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
 
@@ -178,8 +165,8 @@ def test_served_pipeline_deployment_runs_a_dvc_experiment(prefect_api, scratch_r
     env = {**env, "PREFECT_API_URL": prefect_api, "PREFECT_HOME": str(tmp_path / "prefect-client")}
     # Reports of earlier stages (evaluate, register) that this run leaves alone: the artifacts show them.
     (repo / "reports").mkdir()
-    (repo / "reports/metrics.json").write_text(json.dumps(METRICS))
-    (repo / "reports/promotion.json").write_text(json.dumps(PROMOTION))
+    (repo / "reports/metrics.json").write_text(json.dumps(stage_metrics))
+    (repo / "reports/promotion.json").write_text(json.dumps(refused_promotion))
 
     serve_log = tmp_path / "serve.log"
     with open(serve_log, "wb") as out:
@@ -241,7 +228,7 @@ def test_served_pipeline_deployment_runs_a_dvc_experiment(prefect_api, scratch_r
     table = json.loads(table) if isinstance(table, str) else table
     assert [row["model"] for row in table] == ["phase1_reshape", "phase2"]
     promotion = by_key["talkalign-promotion"].data
-    assert "**refused**" in promotion and PROMOTION["reasons"][0] in promotion
+    assert "**refused**" in promotion and refused_promotion["reasons"][0] in promotion
 
     # MLflow: the stage run is nested under the pipeline run, which knows the experiment and logged the lock.
     client = mlflow.MlflowClient(env["MLFLOW_TRACKING_URI"])

@@ -12,43 +12,28 @@ from components.pipeline.summary import (
     run_summary_markdown,
 )
 
-METRICS = {
-    "phase1_reshape": {"lip_corr": 0.31, "psnr": 21.52, "lip_corr_audio_zeroed": 0.02},
-    "phase2": {"lip_corr": 0.29, "psnr": 21.9},
-}
-PROMOTION = {
-    "model": "talkalign",
-    "version": "3",
-    "decision": "refused",
-    "promoted": False,
-    "reasons": ["psnr 20.10 is worse than the champion's 21.00 by more than 0.5"],
-    "champion_before": "2",
-    "champion_after": "2",
-    "gates": [{"metric": "psnr", "candidate": 20.1, "champion": 21.0, "passed": False}],
-}
 
-
-def test_metrics_table_and_promotion_markdown():
-    rows = metrics_table(METRICS)
+def test_metrics_table_and_promotion_markdown(stage_metrics, refused_promotion):
+    rows = metrics_table(stage_metrics)
     assert [row["model"] for row in rows] == ["phase1_reshape", "phase2"]
     assert rows[0]["psnr"] == 21.52 and rows[1]["lip_corr_audio_zeroed"] == "-"
     assert metrics_table({"psnr": 21.0}) == [{"metric": "psnr", "value": 21.0}]
     assert metrics_table(None) == []
 
-    refused = promotion_markdown(PROMOTION, "reports/promotion.json")
+    refused = promotion_markdown(refused_promotion, "reports/promotion.json")
     assert "**refused**: talkalign version 3" in refused and "promoted: no" in refused
-    assert PROMOTION["reasons"][0] in refused and "| psnr | 20.1 | 21.0 | False |" in refused
+    assert refused_promotion["reasons"][0] in refused and "| psnr | 20.1 | 21.0 | False |" in refused
     assert "promoted: yes" in promotion_markdown({"promoted": True, "reasons": []}, "p.json")
     assert "does not exist" in promotion_markdown(None, "reports/promotion.json")
 
 
-def test_run_summary_and_flattened_metrics():
+def test_run_summary_and_flattened_metrics(stage_metrics, refused_promotion):
     summary = {
         "command": "dvc exp run -S ++world.n_identities=4", "profile": "params.yaml",
         "overrides": {"world.n_identities": 4}, "stages": None, "experiment": "sable-lobe", "git_commit": "abc",
         "mlflow_run_id": "r1", "tracking_uri": "sqlite:///m.db", "stages_run": [],
     }
-    rows = metrics_table(METRICS)
+    rows = metrics_table(stage_metrics)
     text = run_summary_markdown(summary, rows, "reports/metrics.json", "Promotion decision: none.")
     assert "- DVC experiment: `sable-lobe`" in text and "- stages: the whole DAG" in text
     assert "none (everything up to date)" in text and markdown_table(rows) in text
