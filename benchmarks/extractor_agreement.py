@@ -15,9 +15,9 @@ import argparse
 
 import numpy as np
 
-from components.config import WorldConfig
+from components.config import KeypointConfig, WorldConfig
 from components.data.extractor_client import DEFAULT_PYTHON, run_worker
-from components.data.landmarks import SKELETON_JOINTS, landmarks_from_reply, pose_joints
+from components.data.landmarks import landmarks_from_reply, pose_joints
 from components.data.mouth_pixels import pearson
 from components.data.synthetic.motion import JOINTS
 from components.data.synthetic.world import make_clip
@@ -50,10 +50,11 @@ def agreement(n_identities: int, size: int, seed: int = 0) -> dict[str, float]:
         if found.any() else float("nan"),
         "mouth open corr": float(np.mean(corrs)) if corrs else float("nan"),
     }
-    joints = pose_joints(reply, SKELETON_JOINTS, res, res)
+    layout = KeypointConfig().joints  # the world's own layout
+    joints = pose_joints(reply, layout, res, res)
     truth_kp = np.concatenate([np.asarray(c.truth["keypoints_px"]) for c in clips])
     for name in ("head", "neck", "l_shoulder", "l_wrist", "l_hand"):
-        j, k = SKELETON_JOINTS.index(name), JOINTS.index(name)
+        j, k = layout.index(name), JOINTS.index(name)
         confident = joints[:, j, 2] > 0.5
         err = np.linalg.norm(joints[confident, j, :2] - truth_kp[confident, k], axis=1)
         out[f"{name} found"] = float(confident.mean())

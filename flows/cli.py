@@ -58,7 +58,8 @@ def add_animate_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--crop", choices=("face", "none"), default="face",
                    help="face: the head-and-shoulders square around the one face (mediapipe, as ingest); none: the centre square")
     p.add_argument("--audio", required=True, help="speech: a sound file, or a video/audio file with an audio stream")
-    p.add_argument("--pose", help="talkalign-keypoints-v1 json in the image's pixels (skeleton models)")
+    p.add_argument("--pose", help="talkalign-keypoints-v1 json in the image's pixels (skeleton models); "
+                                  "it goes through the same crop as the image")
     p.add_argument("--prompt", default="", help="text prompt (default: the prompt the model was trained with)")
     p.add_argument("--model", required=True, help="bundle directory or MLflow URI (models:/name@alias, runs:/...)")
     p.add_argument("-o", "--output", required=True, help="output video (.mp4, .mov or .mkv)")

@@ -14,7 +14,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("dryrun", help="run each stage's step at the profile's real shapes on the meta device")
     p.add_argument("--params", default="params.wan.yaml", help="profile (default: params.wan.yaml)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
-    p.add_argument("--stages", nargs="+", help="phase1 phase2 dpo tlpo_gate sample vae (default: all)")
+    p.add_argument("--stages", nargs="+", help="phase1 phase2 dpo tlpo_gate sample vae critic sync_expert (default: all)")
     p.add_argument("--gpus", type=int, default=8, help="FSDP world size the memory and time are for (default 8)")
     p.add_argument("--mfu", type=float, default=0.40, help="model FLOPs utilisation for step times (default 0.40)")
     p.add_argument("--write-capacity", metavar="README", help="also write the capacity table between its markers")

@@ -101,7 +101,7 @@ def phase1_flow(params_path: str = "params.yaml", overrides: dict | None = None,
         result = train_portrait(stage, params, model, params.phase1, training_tensors(params, "train"),
                                 log_fn=metrics_logger(), sample_fn=_samples(stage, params, model, params.phase1))
         if is_main_process():  # one writer per stage output in a distributed launch
-            save_phase_bundle(Path(params.phase1.output) / variant, params, model, stage, {"stage": "phase1"})
+            save_phase_bundle(Path(params.phase1.output) / variant, params, model, stage, {"stage": "phase1"}, result.export)
         return log_summary(result.summary())
 
 
@@ -117,5 +117,5 @@ def phase2_flow(params_path: str = "params.yaml", overrides: dict | None = None)
         result = train_portrait("phase2", params, model, params.phase2, training_tensors(params, "train"),
                                 log_fn=metrics_logger(), sample_fn=_samples("phase2", params, model, params.phase2))
         if is_main_process():
-            save_phase_bundle(params.phase2.output, params, model, "phase2", {"stage": "phase2", "from": base})
+            save_phase_bundle(params.phase2.output, params, model, "phase2", {"stage": "phase2", "from": base}, result.export)
         return log_summary({**result.summary(), "trained_tensors": n_trained})

@@ -68,7 +68,12 @@ class KeypointConfig(Strict):
     # json_sidecar: <clip>.keypoints.json; mediapipe: the extractor env (.venv-extract, `make setup`);
     # auto: the sidecar when present, else mediapipe.
     extractor: Literal["json_sidecar", "mediapipe", "auto"] = "auto"
-    n_joints: int = Field(10, ge=1)
+    # The skeleton's joints, in order (pose.npy's joint axis). A json sidecar must list exactly these; mediapipe
+    # measures the names in components/data/landmarks.py (POSE_JOINTS: BlazePose points such as l_eye, l_hip;
+    # HAND_JOINTS: hand-landmarker points such as l_palm, l_index_tip). model.modulation.skeleton.n_joints must
+    # be its length. The default is the synthetic world's layout.
+    joints: tuple[str, ...] = ("head", "neck", "l_shoulder", "r_shoulder", "l_elbow", "r_elbow", "l_wrist",
+                               "r_wrist", "l_hand", "r_hand")  # fmt: skip
     # mediapipe: extractor env interpreter (None -> .venv-extract/bin/python), reply cache per clip digest
     # (None -> no cache), frames sent downscaled to this long side, worker timeout per clip.
     extractor_python: str | None = None
@@ -83,9 +88,23 @@ class KeypointConfig(Strict):
     max_multi_face_frac: float = Field(0.1, ge=0, le=1)
     min_face_frac: float = Field(0.08, ge=0, le=1)
     face_model: Literal[0, 1] = 1  # mediapipe face detection: 0 short range (< 2 m), 1 full range
-    # Holistic (pose + hands, ~85% of the extractor's time) runs every pose_every frames and the frames between
-    # are interpolated: 2 keeps 512 px extraction >= 25 frames/s on 2 cores (benchmarks/extractor.py).
+    # Pose + hands (~75% of the extractor's time) run every pose_every frames and the frames between are
+    # interpolated: at 2, 512 px extraction costs ~36 ms of CPU per frame (benchmarks/extractor.py), > 25 frames/s
+    # from one free core.
     pose_every: int = Field(2, ge=1)
+
+    @model_validator(mode="after")
+    def _check_joints(self) -> KeypointConfig:
+        if not self.joints or not all(j.strip() for j in self.joints):
+            raise ValueError(f"ingest.keypoints.joints: expected a list of joint names, got {list(self.joints)}")
+        repeated = sorted({j for j in self.joints if self.joints.count(j) > 1})
+        if repeated:
+            raise ValueError(f"ingest.keypoints.joints: {', '.join(repeated)} listed more than once")
+        return self
+
+    @property
+    def n_joints(self) -> int:
+        return len(self.joints)
 
 
 class IngestConfig(Strict):

@@ -33,6 +33,8 @@ class AudioModulationConfig(Strict):
 
 class SkeletonModulationConfig(Strict):
     enabled: bool = False  # phase 2 turns it on
+    # Heatmap channels, one per joint of ingest.keypoints.joints (Params checks the two agree; kept here because
+    # the model config travels alone in checkpoints and bundles).
     n_joints: int = Field(10, ge=1)
     # Tokens per frame = grid_h * grid_w. The paper reduces to the latent grid H' x W'; the default is the
     # transformer's patch grid at 64 px (latent 8x8, patch 2), which is ~10x cheaper on CPU.
@@ -68,7 +70,7 @@ class BackboneConfig(Strict):
     ffn_dim: int = Field(256, ge=1)
     text_dim: int = Field(32, ge=1)
     freq_dim: int = Field(32, ge=2)
-    patch_size: tuple[int, int, int] = (1, 2, 2)
+    patch_size: tuple[int, int, int] = (1, 4, 4)  # toy: 16x16 latent -> 4x4 tokens per frame (Wan2.1: (1, 2, 2))
     # I2V image context (Wan2.1-I2V: CLIP 1280-d tokens, added k/v at model width); None -> no image tokens.
     image_dim: int | None = Field(None, ge=1)
     added_kv_proj_dim: int | None = Field(None, ge=1)
@@ -102,6 +104,9 @@ class PortraitModelConfig(Strict):
     image_encoder: ImageEncoderConfig | None = None  # None: no CLIP image tokens (toy; backbones without image_dim)
     modulation: ModulationConfig = ModulationConfig()
     seed: int = 0  # initialisation of the modulation layers
+    # Parts loaded unchanged from a checkpoint (backbone, VAE, encoders): copied into every bundle, or referenced
+    # by checkpoint root + sha256 (components/model/pretrained_refs.py; the cluster profiles: no 30-65 GB copies).
+    pretrained_in_bundles: Literal["copy", "reference"] = "copy"
 
     @model_validator(mode="after")
     def _image_tokens_configured(self) -> PortraitModelConfig:
@@ -141,8 +146,17 @@ class VaeConfig(Strict):
     pretrained_path: str | None = None
     base_dim: int = Field(16, ge=8)
     z_dim: int = Field(16, ge=1)
-    dim_mult: tuple[int, ...] = (1, 2, 2, 2)
+    dim_mult: tuple[int, ...] = (1, 2, 2)  # spatial compression 2^(len - 1): 4x (toy); Wan2.1 [1, 2, 4, 4] = 8x
     num_res_blocks: int = Field(1, ge=1)
-    temperal_downsample: tuple[bool, ...] = (False, True, True)  # upstream spelling
+    temperal_downsample: tuple[bool, ...] = (True, True)  # upstream spelling; one per downsampling: len(dim_mult) - 1
     dtype: WeightDtype = "float32"  # frozen VAE weights' dtype (load with torch_dtype)
     seed: int = 0
+
+    @model_validator(mode="after")
+    def _one_temporal_flag_per_downsampling(self) -> VaeConfig:
+        # diffusers reads temperal_downsample[i] for i < len(dim_mult) - 1 in the encoder but reverses the whole list
+        # for the decoder: a list of another length silently gives encoder and decoder different time ratios.
+        if len(self.temperal_downsample) != len(self.dim_mult) - 1:
+            raise ValueError(f"temperal_downsample needs len(dim_mult) - 1 = {len(self.dim_mult) - 1} entries (one per "
+                             f"downsampling), got {len(self.temperal_downsample)}")
+        return self

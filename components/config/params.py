@@ -32,7 +32,8 @@ FOLLOWS: dict[str, str] = {
     "validation.min_audio_rms_db": "ingest.min_audio_rms_db",
     "validation.fps": "ingest.fps",
     "validation.resolution": "ingest.resolution",
-    "validation.n_joints": "ingest.keypoints.n_joints",
+    "validation.n_joints": "ingest.keypoints.joints",
+    "ingest.keypoints.n_joints": "ingest.keypoints.joints",
 }
 
 
@@ -72,6 +73,18 @@ class Params(Strict):
         # object.__setattr__: the model is frozen; the wired copies leave the caller's section objects untouched
         object.__setattr__(self, "data", self.data.reading(self.shard))
         object.__setattr__(self, "validation", self.validation.checking(self.ingest))
+        return self
+
+    @model_validator(mode="after")
+    def _skeleton_matches_joints(self) -> Params:
+        """The skeleton encoder's input channels are ingest's joints. Both stay keys: the model config travels alone
+        in checkpoints and bundles, so it must say its own n_joints."""
+        n_joints, joints = self.model.modulation.skeleton.n_joints, self.ingest.keypoints.joints
+        if n_joints != len(joints):
+            raise ValueError(
+                f"model.modulation.skeleton.n_joints is {n_joints}, but ingest.keypoints.joints lists {len(joints)} "
+                f"joints ({', '.join(joints)}): make them agree"
+            )
         return self
 
     @model_validator(mode="after")

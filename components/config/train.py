@@ -43,6 +43,11 @@ class TrainLoopConfig(Strict):
     # DDP: let parameters go without a gradient in a step (e.g. the learned null-audio embedding when no
     # sample of the step drops audio). Costs one graph walk per step; without it DDP raises on such steps.
     find_unused_parameters: bool = True
+    # How N > 1 processes share the model: "ddp" replicates it (accelerate's DDP); "fsdp" shards parameters,
+    # gradients and optimizer state with torch's FSDP2 fully_shard (components/train/fsdp.py) and writes sharded
+    # checkpoints. A launch with accelerate's FSDP config (infra/accelerate/fsdp_*.yaml) shards the same way
+    # whatever this says. One process: no effect.
+    parallelism: Literal["ddp", "fsdp"] = "ddp"
     optim: OptimConfig = OptimConfig()
 
 
@@ -59,8 +64,8 @@ class VaePretrainConfig(TrainLoopConfig):
     # Image-to-video recipe (components/model/vae.py `per_frame_init`): start as a per-frame image autoencoder,
     # train it on single frames first (cheap, and what fixes the spatial detail), then on full windows.
     init: Literal["default", "per_frame"] = "per_frame"
-    image_steps: int = Field(250, ge=0)  # single-frame steps before the `steps` window steps
-    image_batch_size: int = Field(8, ge=1)
+    image_steps: int = Field(900, ge=0)  # single-frame steps before the `steps` window steps
+    image_batch_size: int = Field(4, ge=1)
     image_lr: float | None = Field(1e-3, gt=0)  # peak lr of the image phase (None: optim.lr, as the window phase)
     output: str = "models/vae"
     metrics_path: str = "reports/pretrain_vae.json"

@@ -3,7 +3,8 @@
 An extractor returns source-pixel keypoints for every decoded frame. The toy profile reads the synthetic
 world's `<stem>.keypoints.json` sidecar; `MediapipeExtractor` runs pose, hand, face-detection and face-mesh
 models in the extractor env (components/data/extractor_client.py) and also returns the measured landmarks
-(faces for the crop, hands, lips); `auto` takes the sidecar when there is one. `transform_keypoints` then
+(faces for the crop, hands, lips); `auto` takes the sidecar when there is one. Either way the joints are the
+layout named in params (ingest.keypoints.joints): a sidecar must list the same names in the same order. `transform_keypoints` then
 applies exactly what ingest does to the frames: the same time resampling (source index per output frame)
 and the same square crop + resize.
 """
@@ -64,16 +65,17 @@ def sidecar_path(video_path: Path, suffix: str = SIDECAR_SUFFIX) -> Path:
 
 
 class JsonSidecarExtractor:
-    """Reads `<stem>.keypoints.json` beside the clip and checks it strictly against the decoded video."""
+    """Reads `<stem>.keypoints.json` beside the clip and checks it strictly against the decoded video and the
+    skeleton layout in params (the same joint names, in the same order)."""
 
-    def __init__(self, n_joints: int):
-        self.n_joints = n_joints
+    def __init__(self, joints: tuple[str, ...]):
+        self.joints = tuple(joints)
 
     def extract(self, video_path: Path, decoded: DecodedVideo) -> Keypoints:
         path = sidecar_path(Path(video_path))
         if not path.is_file():
             raise KeypointError(f"{path}: keypoint sidecar missing")
-        keypoints, fps = read_keypoints_json(path, self.n_joints)
+        keypoints, fps = read_keypoints_json(path, joints=self.joints)
         n_frames, height, width = decoded.frames.shape[:3]
         if (keypoints.width, keypoints.height) != (width, height):
             raise KeypointError(
@@ -86,15 +88,33 @@ class JsonSidecarExtractor:
         return keypoints
 
 
+def _layout_error(path: Path, found: list[str], expected: tuple[str, ...]) -> KeypointError:
+    hint = ""
+    if path.with_name(path.name.removesuffix(SIDECAR_SUFFIX) + ".truth.json").is_file():
+        hint = " (a synthetic-world clip: the world writes its own fixed layout, the default of ingest.keypoints.joints)"
+    return KeypointError(
+        f"{path}: the sidecar's joints are [{', '.join(found)}], but ingest.keypoints.joints is "
+        f"[{', '.join(expected)}]: a sidecar must list the same joints in the same order{hint}"
+    )
+
+
 def _is_pixel_count(value: object) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0 and float(value).is_integer()
 
 
-def read_keypoints_json(path: Path, n_joints: int) -> tuple[Keypoints, float]:
+def read_keypoints_json(
+    path: Path, n_joints: int | None = None, joints: tuple[str, ...] | None = None
+) -> tuple[Keypoints, float]:
     """A talkalign-keypoints-v1 file checked on its own (format, fields, joints, values): (keypoints, fps).
 
-    Checks against a video (frame size, rate, count) are the caller's: ingest and animate compare with different things.
+    `joints`: the file must list exactly these names in this order; `n_joints`: only this many (animate knows
+    the model's joint count, not its names). Checks against a video (frame size, rate, count) are the caller's:
+    ingest and animate compare with different things.
     """
+    if joints is not None:
+        n_joints = len(joints)
+    if n_joints is None:
+        raise ValueError("read_keypoints_json needs n_joints or joints")
     path = Path(path)
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
@@ -110,11 +130,13 @@ def read_keypoints_json(path: Path, n_joints: int) -> tuple[Keypoints, float]:
     if missing:
         raise KeypointError(f"{path}: missing field(s) {', '.join(missing)}")
 
-    joints = data["joints"]
-    if not isinstance(joints, list) or not all(isinstance(j, str) for j in joints):
+    names = data["joints"]
+    if not isinstance(names, list) or not all(isinstance(j, str) for j in names):
         raise KeypointError(f"{path}: 'joints' must be a list of names")
-    if len(joints) != n_joints:
-        raise KeypointError(f"{path}: {len(joints)} joints, expected {n_joints}")
+    if joints is not None and tuple(names) != tuple(joints):
+        raise _layout_error(path, names, joints)
+    if len(names) != n_joints:
+        raise KeypointError(f"{path}: {len(names)} joints, expected {n_joints}")
     width, height = data["width"], data["height"]
     if not (_is_pixel_count(width) and _is_pixel_count(height)):
         raise KeypointError(f"{path}: width and height must be positive integers, got {width!r} x {height!r}")
@@ -138,20 +160,24 @@ def read_keypoints_json(path: Path, n_joints: int) -> tuple[Keypoints, float]:
     conf = points[..., 2]
     if conf.min() < 0 or conf.max() > 1:
         raise KeypointError(f"{path}: confidence outside [0, 1] (min {conf.min():g}, max {conf.max():g})")
-    return Keypoints(points.astype(np.float32), tuple(joints), width, height), fps
+    return Keypoints(points.astype(np.float32), tuple(names), width, height), fps
 
 
 class MediapipeExtractor:
-    """Pose joints (with per-joint confidence), hands, lips and face boxes from the mediapipe worker."""
+    """Pose and hand joints (with per-joint confidence), hands, lips and face boxes from the mediapipe worker."""
 
     def __init__(self, cfg: KeypointConfig):
         from components.data.extractor_client import extractor_python
-        from components.data.landmarks import SKELETON_JOINTS
+        from components.data.landmarks import KNOWN_JOINTS, unknown_joints
 
-        if cfg.n_joints != len(SKELETON_JOINTS):
-            raise ValueError(f"mediapipe maps onto the {len(SKELETON_JOINTS)}-joint skeleton, n_joints is {cfg.n_joints}")
+        unknown = unknown_joints(cfg.joints)
+        if unknown:  # before the env check: a params problem, whatever the machine has
+            raise ValueError(
+                f"ingest.keypoints.joints: mediapipe measures no joint named {', '.join(unknown)}; "
+                f"it knows {', '.join(KNOWN_JOINTS)}"
+            )
         self.cfg = cfg
-        self.joints = SKELETON_JOINTS
+        self.joints = tuple(cfg.joints)
         self.python = extractor_python(cfg.extractor_python)  # fails here, once, naming `make setup`
 
     def extract(self, video_path: Path, decoded: DecodedVideo) -> Keypoints:
@@ -175,7 +201,7 @@ class AutoExtractor:
 
     def __init__(self, cfg: KeypointConfig):
         self.cfg = cfg
-        self.sidecar = JsonSidecarExtractor(cfg.n_joints)
+        self.sidecar = JsonSidecarExtractor(cfg.joints)
         self._mediapipe: MediapipeExtractor | None = None
 
     def extract(self, video_path: Path, decoded: DecodedVideo) -> Keypoints:
@@ -186,7 +212,7 @@ class AutoExtractor:
 
             try:
                 self._mediapipe = MediapipeExtractor(self.cfg)
-            except ExtractorUnavailable as exc:  # this clip only: clips with sidecars still go through
+            except (ExtractorUnavailable, ValueError) as exc:  # this clip only: clips with sidecars still go through
                 raise KeypointError(f"{sidecar_path(Path(video_path))}: keypoint sidecar missing, and {exc}") from exc
         return self._mediapipe.extract(video_path, decoded)
 
@@ -194,7 +220,7 @@ class AutoExtractor:
 def make_extractor(cfg: KeypointConfig) -> KeypointExtractor:
     """The keypoint source named in params."""
     if cfg.extractor == "json_sidecar":
-        return JsonSidecarExtractor(cfg.n_joints)
+        return JsonSidecarExtractor(cfg.joints)
     if cfg.extractor == "mediapipe":
         return MediapipeExtractor(cfg)
     if cfg.extractor == "auto":

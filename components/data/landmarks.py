@@ -1,10 +1,13 @@
 """From the mediapipe worker's reply to our structures: skeleton joints, hands, lips and the mouth measures.
 
-Pose landmarks (BlazePose, 33 points) map onto the skeleton joints by name; a joint made of several
-landmarks is their mean, with the lowest visibility as confidence. Frames where a model found nothing are
-filled from the neighbouring frames with confidence 0, so arrays stay finite. Mouth opening follows the
-synthetic world's geometry: the inner-lip gap over the mouth width, 0 = closed, 1 = a gap of half the
-width (the world's fully open mouth), so evaluate, the critic and the sync expert read it unchanged.
+The skeleton's joints are named in params (ingest.keypoints.joints), each from what mediapipe measures:
+a pose joint (BlazePose, 33 points) is the mean of its landmarks, with the lowest visibility as confidence;
+a hand joint (the hand landmarker, 21 points per hand) is the mean of its hand landmarks where the hand was
+found, with the hand's presence score as confidence, and falls back to the pose's estimate of that point
+(confidence 0) where it was not. Frames where the pose model found nothing are filled from the neighbouring
+frames with confidence 0, so arrays stay finite. Mouth opening follows the synthetic world's geometry: the
+inner-lip gap over the mouth width, 0 = closed, 1 = a gap of half the width (the world's fully open mouth),
+so evaluate, the critic and the sync expert read it unchanged.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-# BlazePose indices per skeleton joint (l_* is the person's left, as in the synthetic world).
+# BlazePose indices per pose joint (l_* is the person's left, as in the synthetic world).
 POSE_JOINTS: dict[str, tuple[int, ...]] = {
     "head": (0,),  # nose
     "neck": (11, 12),  # between the shoulders
@@ -26,11 +29,35 @@ POSE_JOINTS: dict[str, tuple[int, ...]] = {
     "r_wrist": (16,),
     "l_hand": (17, 19, 21),  # pinky, index, thumb
     "r_hand": (18, 20, 22),
+    "l_eye": (2,),
+    "r_eye": (5,),
+    "l_ear": (7,),
+    "r_ear": (8,),
+    "mouth": (9, 10),
+    "l_hip": (23,),
+    "r_hip": (24,),
+    "pelvis": (23, 24),
+    "l_knee": (25,),
+    "r_knee": (26,),
+    "l_ankle": (27,),
+    "r_ankle": (28,),
 }
-SKELETON_JOINTS = tuple(POSE_JOINTS)
+# Hand-landmarker joints: (hand: 0 the person's left, 1 right; hand landmark indices; BlazePose fallback).
+_FINGER_TIPS = {"thumb": (4, 21), "index": (8, 19), "middle": (12, 19), "ring": (16, 17), "pinky": (20, 17)}
+HAND_JOINTS: dict[str, tuple[int, tuple[int, ...], tuple[int, ...]]] = {}
+for _k, _side in enumerate("lr"):
+    HAND_JOINTS[f"{_side}_palm"] = (_k, (0, 5, 9, 13, 17), (15 + _k, 17 + _k, 19 + _k))  # wrist + knuckles
+    for _finger, (_tip, _pose) in _FINGER_TIPS.items():
+        HAND_JOINTS[f"{_side}_{_finger}_tip"] = (_k, (_tip,), (_pose + _k,))
+KNOWN_JOINTS = (*POSE_JOINTS, *HAND_JOINTS)  # every name ingest.keypoints.joints may use with mediapipe
 MOUTH_CORNERS = (61, 291)  # face-mesh outer lip corners
 INNER_LIPS = (13, 14)  # face-mesh inner upper / lower lip, mid-line
 MOUTH_OPEN_FULL = 0.5  # gap / width at opening 1 (the synthetic world's mouth_h_max / mouth_w)
+
+
+def unknown_joints(joints: tuple[str, ...] | list[str]) -> list[str]:
+    """The names mediapipe cannot measure (empty when it can measure them all)."""
+    return [j for j in joints if j not in POSE_JOINTS and j not in HAND_JOINTS]
 
 
 @dataclass(frozen=True)
@@ -40,6 +67,7 @@ class Landmarks:
     extractor: str
     faces: list[np.ndarray]  # per frame float [n, 5]: x0, y0, w, h, score
     hands: np.ndarray  # float32 [T, 2, 21, 3]: person's left, right; x_px, y_px, found (0/1)
+    hand_scores: np.ndarray  # float32 [T, 2]: the hand landmark model's presence score, 0 where it did not run
     lips: np.ndarray  # float32 [T, L, 2] x_px, y_px (filled where lost)
     lip_index: tuple[int, ...]
     lips_found: np.ndarray  # bool [T]
@@ -74,19 +102,35 @@ def _per_frame(items: list[Any], shape: tuple[int, ...]) -> tuple[np.ndarray, np
 
 
 def pose_joints(reply: dict[str, Any], joints: tuple[str, ...], width: int, height: int) -> np.ndarray:
-    """float32 [T, J, 3]: x_px, y_px, confidence for the named skeleton joints."""
-    unknown = [j for j in joints if j not in POSE_JOINTS]
+    """float32 [T, J, 3]: x_px, y_px, confidence for the named skeleton joints (POSE_JOINTS or HAND_JOINTS)."""
+    unknown = unknown_joints(joints)
     if unknown:
-        raise ValueError(f"no pose mapping for joint(s) {', '.join(unknown)}; known: {', '.join(POSE_JOINTS)}")
+        raise ValueError(f"no mediapipe landmark for joint(s) {', '.join(unknown)}; known: {', '.join(KNOWN_JOINTS)}")
     pose, found = _per_frame(reply["pose"], (33, 4))
+    scale = np.array([width, height], np.float64)
+    pose_xy = _fill_frames(pose[..., :2] * scale, found, default=0.5 * min(width, height))
+    visibility = np.clip(pose[..., 3], 0.0, 1.0) * found[:, None]
+    hands = [_per_frame(reply[key], (21, 2)) for key in ("left_hand", "right_hand")]
+    scores = _hand_scores(reply)
     out = np.zeros((len(pose), len(joints), 3))
     for j, name in enumerate(joints):
-        idx = list(POSE_JOINTS[name])
-        out[:, j, 0] = pose[:, idx, 0].mean(axis=1) * width
-        out[:, j, 1] = pose[:, idx, 1].mean(axis=1) * height
-        out[:, j, 2] = np.clip(pose[:, idx, 3].min(axis=1), 0.0, 1.0) * found
-    out[..., :2] = _fill_frames(out[..., :2], found, default=0.5 * min(width, height))
+        if name in POSE_JOINTS:
+            idx = list(POSE_JOINTS[name])
+            out[:, j, :2] = pose_xy[:, idx].mean(axis=1)
+            out[:, j, 2] = visibility[:, idx].min(axis=1)
+            continue
+        k, idx, fallback = HAND_JOINTS[name]
+        xy, hand_found = hands[k]
+        out[:, j, :2] = np.where(hand_found[:, None], xy[:, list(idx)].mean(axis=1) * scale,
+                                 pose_xy[:, list(fallback)].mean(axis=1))  # fmt: skip
+        out[:, j, 2] = np.where(hand_found, scores[:, k], 0.0)
     return out.astype(np.float32)
+
+
+def _hand_scores(reply: dict[str, Any]) -> np.ndarray:
+    """float [T, 2]: presence score per hand and frame, 0 where the hand model did not run (no wrist in view)."""
+    cols = [[0.0 if v is None else float(v) for v in reply[key]] for key in ("left_hand_score", "right_hand_score")]
+    return np.clip(np.array(cols, np.float64).T.reshape(len(reply["pose"]), 2), 0.0, 1.0)
 
 
 def landmarks_from_reply(reply: dict[str, Any], width: int, height: int) -> Landmarks:
@@ -108,6 +152,7 @@ def landmarks_from_reply(reply: dict[str, Any], width: int, height: int) -> Land
         extractor=f"mediapipe-{reply.get('mediapipe', '?')}",
         faces=faces,
         hands=hands,
+        hand_scores=_hand_scores(reply).astype(np.float32),
         lips=lips.astype(np.float32),
         lip_index=lip_index,
         lips_found=lips_found,
@@ -134,6 +179,7 @@ def measured_truth(landmarks: Landmarks, joints_px: np.ndarray, fps: float, widt
         "mouth_size_px": [round(width_px, 3), round(MOUTH_OPEN_FULL * width_px, 3)],
         "keypoints_px": np.round(joints_px[..., :2], 3).tolist(),
         "hands_px": np.round(landmarks.hands, 3).tolist(),
+        "hand_scores": np.round(landmarks.hand_scores, 4).tolist(),
         "lips_px": np.round(landmarks.lips, 3).tolist(),
         "lip_index": list(landmarks.lip_index),
     }

@@ -5,15 +5,18 @@ A window is T = 4k+1 consecutive frames of one clip (17 by default: the causal V
 ground-truth mouth opening and mouth box when the clip has them (the synthetic world does; real videos
 give NaN there).
 
-The toy corpus fits in memory (`load_split`); a big one streams through `iter_split`.
+A split is read as a stream (`iter_split`, `iter_windows`): one clip is decoded at a time, so a stage's memory is
+one clip plus what it keeps, never the split (at 480 px a decoded hour of video is ~62 GB). A stage that keeps some
+windows keeps `Window.detached` copies (`pick_windows`), so the clip they were cut from can be freed.
 """
 
 from __future__ import annotations
 
 import io
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Iterator, Literal
+from typing import Any, Literal
 
 import numpy as np
 import soundfile as sf
@@ -30,10 +33,13 @@ __all__ = [
     "audio_features",
     "clip_from_sample",
     "iter_split",
-    "load_split",
+    "iter_windows",
     "make_windows",
     "mouth_boxes",
     "normalise_mel",
+    "pick_windows",
+    "split_windows",
+    "window_stride",
 ]
 
 # Fixed mel normalisation (not fitted to the data, so every split, model and checkpoint agrees):
@@ -93,6 +99,12 @@ class Window:
     def has_truth(self) -> bool:
         return bool(np.isfinite(self.mouth_box).all())
 
+    def detached(self) -> Window:
+        """A copy sharing no memory with its clip: a window's arrays are views of the clip's, and keeping the
+        view would keep the whole decoded clip alive."""
+        arrays = ("frames", "wav2vec", "mel", "pose", "mouth_open", "mouth_box")
+        return replace(self, **{name: np.array(getattr(self, name)) for name in arrays})
+
 
 # ----------------------------------------------------------------------------- clips
 
@@ -140,8 +152,8 @@ def clip_from_sample(sample: dict[str, Any]) -> ClipSample:
 def iter_split(
     shards_uri: str | Path, split: str, *, shuffle: bool = False, seed: int = 0, by_node: bool = False
 ) -> Iterator[ClipSample]:
-    """Stream one split's clips. `by_node=True` gives each distributed rank its own shards (training);
-    the default reads every shard (evaluation, caching)."""
+    """Stream one split's clips in shard order, decoding one clip at a time. `by_node=True` gives each distributed
+    rank its own shards (training); the default reads every shard (evaluation, caching)."""
     dataset = open_split(
         shards_uri,
         split,
@@ -152,11 +164,6 @@ def iter_split(
     )
     for sample in dataset:
         yield clip_from_sample(sample)
-
-
-def load_split(shards_uri: str | Path, split: str) -> list[ClipSample]:
-    """Every clip of one split, decoded into memory, in shard order."""
-    return list(iter_split(shards_uri, split))
 
 
 # ----------------------------------------------------------------------------- windows
@@ -209,11 +216,37 @@ def make_windows(clip: ClipSample, frames: int = 17, stride: int = 8) -> list[Wi
     return windows
 
 
+def window_stride(split: str, frames: int, train_stride: int) -> int:
+    """The one convention every stage shares: overlapping windows (`train_stride`) on the training split, back to
+    back on the held-out splits (each held-out frame is scored once)."""
+    return train_stride if split == "train" else frames
+
+
+def iter_windows(shards_uri: str | Path, split: str, frames: int, train_stride: int) -> Iterator[Window]:
+    """Every window of a split, streamed in the order of its clips (`iter_split`), cut by `window_stride`."""
+    stride = window_stride(split, frames, train_stride)
+    for clip in iter_split(shards_uri, split):
+        yield from make_windows(clip, frames, stride)
+
+
 def split_windows(shards_uri: str | Path, split: str, frames: int, train_stride: int) -> list[Window]:
-    """Every window of a split, the one convention every stage shares: overlapping (`train_stride`) on the
-    training split, back to back on the held-out splits (each held-out frame is scored once)."""
-    stride = train_stride if split == "train" else frames
-    return [w for clip in load_split(shards_uri, split) for w in make_windows(clip, frames, stride)]
+    """Every window of a split in memory, for random access over a small split (the toy VAE's pretraining):
+    it holds every decoded clip of the split. Stages that read a split once use `iter_windows`."""
+    return list(iter_windows(shards_uri, split, frames, train_stride))
+
+
+def pick_windows(windows: Iterable[Window], rows: Iterable[int]) -> tuple[list[Window], int]:
+    """The windows at positions `rows` of a stream, detached from their clips, in stream order, and the length of
+    the stream (which the caller checks against the latent cache). Memory: the picked windows plus one clip."""
+    wanted = set(int(r) for r in rows)
+    picked, n = [], 0
+    for n, window in enumerate(windows, start=1):
+        if n - 1 in wanted:
+            picked.append(window.detached())
+    missing = sorted(r for r in wanted if not 0 <= r < n)
+    if missing:
+        raise IndexError(f"windows {missing[:5]} asked for, but the stream has {n}")
+    return picked, n
 
 
 def normalise_mel(mel: np.ndarray) -> np.ndarray:

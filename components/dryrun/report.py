@@ -36,11 +36,16 @@ def per_gpu_bytes(m: StepMeasure, gpus: int) -> dict[str, float]:
 
 def iterations(params: Params, stage: str) -> int | None:
     return {"phase1": params.phase1.steps, "phase2": params.phase2.steps, "dpo": params.dpo.steps,
-            "tlpo_gate": params.tlpo.steps}.get(stage)
+            "tlpo_gate": params.tlpo.steps, "critic": params.critic.steps,
+            "sync_expert": params.sync_expert.steps}.get(stage)
 
 
 def step_seconds(m: StepMeasure, hw: Hardware) -> float:
     return m.flops / (hw.peak_tflops * 1e12 * hw.mfu)
+
+
+def _count(n: int) -> str:
+    return f"{n / 1e9:.2f} B" if n >= 1e8 else f"{n / 1e6:.2f} M"
 
 
 def table(params: Params, measures: list[StepMeasure], hw: Hardware = Hardware()) -> str:
@@ -55,19 +60,20 @@ def table(params: Params, measures: list[StepMeasure], hw: Hardware = Hardware()
     ]
     total_h = 0.0
     for m in measures:
-        parts = per_gpu_bytes(m, n)
+        gpus = n if m.sharded else 1  # the judges train in one process
+        parts = per_gpu_bytes(m, gpus)
         total = sum(parts.values())
         one = sum(per_gpu_bytes(m, 1).values())
         fits = " | ".join("yes" if total < 0.9 * gb * GB else "NO" for _, gb in hw.memory_gb)
         seconds = step_seconds(m, hw)
         iters = iterations(params, m.stage)
-        hours = iters * seconds * n / 3600 if iters else None
+        hours = iters * seconds * gpus / 3600 if iters else None
         total_h += hours or 0.0
         breakdown = " + ".join(f"{v / GB:.1f}" for v in parts.values()) if m.trains else f"{parts['weights'] / GB:.1f} (weights; no-grad)"
         iters_text = f"{iters:,}" if iters else "-"
         hours_text = f"{hours:,.0f}" if hours is not None else "-"
         lines.append(
-            f"| {m.stage} | {m.total_params / 1e9:.2f} B | {m.trainable_params / 1e6:,.0f} M | {m.flops / 1e12:,.0f} | "
+            f"| {m.stage}{'' if m.sharded else ' (1 GPU)'} | {_count(m.total_params)} | {m.trainable_params / 1e6:,.0f} M | {m.flops / 1e12:,.0f} | "
             f"{m.clips} x {m.tokens_per_clip:,} | {breakdown} = **{total / GB:.1f} GB** | {fits} | "
             f"{one / GB:.0f} GB, {'yes' if one < 0.9 * 141 * GB else 'no'} | {seconds:.1f} s | {iters_text} | {hours_text} |"
         )
@@ -98,7 +104,7 @@ def stage_lines(measures: list[StepMeasure]) -> str:
     for m in measures:
         acts = f"activations {m.activation_bytes / GB:.1f} GB ({'checkpointed' if m.checkpointing else 'no checkpointing'}; " \
                f"{m.activation_bytes_no_ckpt / GB:.0f} GB without)" if m.trains else "no grad"
-        rows.append(f"{m.stage:10s} params {m.total_params / 1e9:6.2f} B  trainable {m.trainable_params / 1e6:8,.1f} M  "
+        rows.append(f"{m.stage:11s} params {_count(m.total_params):>9s}  trainable {m.trainable_params / 1e6:8,.1f} M  "
                     f"{m.flops / 1e12:10,.1f} TFLOP/step  {m.clips} x {m.tokens_per_clip:,} tokens  {acts}  "
                     f"[{m.seconds:.1f} s here]")
     return "\n".join(rows)

@@ -8,10 +8,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from components.config import Params
+from components.dryrun.judge_steps import JUDGE_STAGES, run_judge_stage
 from components.dryrun.report import Hardware, notes, stage_lines, table
-from components.dryrun.steps import STAGES, StepMeasure, run_stage
+from components.dryrun.steps import STAGES as DIT_STAGES
+from components.dryrun.steps import StepMeasure, run_stage
 from components.io.atomic import atomic_file
 
+STAGES = DIT_STAGES + JUDGE_STAGES
 BEGIN, END = "<!-- capacity:begin (talkalign dryrun --write-capacity) -->", "<!-- capacity:end -->"
 
 
@@ -29,7 +32,8 @@ def dry_run(params: Params, stages: list[str] | None = None, gpus: int = 8, prof
     result = DryRun(profile)
     for stage in stages or STAGES:
         try:
-            result.measures.append(run_stage(params, stage, gpus))
+            measure = run_judge_stage(params, stage) if stage in JUDGE_STAGES else run_stage(params, stage, gpus)
+            result.measures.append(measure)
         except Exception as exc:  # noqa: BLE001 -- a failing stage is the dry run's finding, reported per stage
             first = next((line.strip() for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
             result.failures[stage] = f"{type(exc).__name__}: {first}"

@@ -49,6 +49,7 @@ class StepMeasure:
     checkpointing: bool
     seconds: float  # wall-clock of the dry step here
     trains: bool = True
+    sharded: bool = True  # trained under FSDP over the GPUs; False: one process (the critic, the sync expert)
 
 
 @dataclass(frozen=True)

@@ -19,8 +19,8 @@ import numpy as np
 import torch
 
 from components.config import Params
-from components.data.latents import LatentCache, load_latent_cache
-from components.data.windows import ClipSample, Window, load_split, make_windows
+from components.data.latents import LatentCache, LatentSplit, latent_split_dir
+from components.data.windows import ClipSample, Window, iter_split, make_windows
 from components.evaluation.fid import FrechetScorer, unavailable_metrics
 from components.evaluation.generation import decode_to_frames, generate_test_windows
 from components.evaluation.landmark_metrics import landmark_scorer
@@ -30,6 +30,7 @@ from components.evaluation.sync_inputs import clip_mfcc
 from components.evaluation.sync_metrics import SyncVideo, embed_audio, sync_scores, sync_table
 from components.evaluation.syncnet import SyncExpert, load_sync_expert
 from components.evaluation.window_scores import PerWindow, WindowScores
+from components.model.device import stage_device
 from components.model.loading import load_bundle
 
 Scores = dict[str, float]
@@ -110,8 +111,8 @@ def critic_scorer(params: Params, mouth_box: np.ndarray, mel: np.ndarray) -> Cal
 class HeldOutWindows:
     """The first n test windows (n = evaluation.max_windows or all), as the shards and the latent cache hold them."""
 
-    cache: LatentCache  # the whole test cache: generation takes its first n rows
-    clips: dict[str, ClipSample]
+    cache: LatentCache  # the first n rows of the test cache
+    clips: dict[str, ClipSample]  # the clips the n windows come from
     windows: list[Window]
     truth: np.ndarray  # uint8 [n, T, H, W, 3]
     mouth_open: np.ndarray  # [n, T]
@@ -123,12 +124,21 @@ class HeldOutWindows:
 
 
 def load_held_out_windows(params: Params) -> HeldOutWindows:
-    cache = load_latent_cache(Path(params.data.latents_dir) / "test.safetensors")
+    """Streams the test split up to its n-th window (clips after it are never decoded) and reads n cache rows."""
     frames, max_windows = params.data.frames, params.evaluation.max_windows
-    clips = {c.clip_id: c for c in load_split(params.data.shards, "test")}
-    windows = [w for c in clips.values() for w in make_windows(c, frames, frames)]
-    n = len(windows) if max_windows is None else min(max_windows, len(windows))
-    windows = windows[:n]
+    with LatentSplit(latent_split_dir(params.data.latents_dir, "test")) as split:
+        n = len(split) if max_windows is None else min(max_windows, len(split))
+        cache = split.load(range(n))
+    clips: dict[str, ClipSample] = {}
+    windows: list[Window] = []
+    for clip in iter_split(params.data.shards, "test"):
+        cut = make_windows(clip, frames, frames)
+        if cut:
+            clips[clip.clip_id] = clip
+            windows += cut
+        if max_windows is not None and len(windows) >= n:
+            break  # all n read (with every window asked for, read on: the shards must not hold more than the cache)
+    windows = windows if max_windows is None else windows[:n]
     if [(w.clip_id, w.start) for w in windows] != [
         (cache.clip_ids[int(c)], int(s)) for c, s in zip(cache.clip_index[:n], cache.window_start[:n])
     ]:
@@ -234,7 +244,7 @@ def evaluate_models(params: Params) -> Evaluation:
     cfg = params.evaluation
     test = load_held_out_windows(params)
     n = test.n
-    first = load_bundle(next(iter(cfg.models.values())))
+    first = load_bundle(next(iter(cfg.models.values())), device=stage_device())
     reader, reader_scores = fit_reader(params, first)
     expert = load_sync_expert(cfg.syncnet_weights, params.sync_expert.out_dir)
     scores = VideoScorer(params, test, expert, reader)
@@ -244,7 +254,7 @@ def evaluate_models(params: Params) -> Evaluation:
     per_window = PerWindow(lip_truth=scores.lip_truth, resamples=cfg.bootstrap_resamples, seed=cfg.bootstrap_seed)
     shown: dict[str, np.ndarray] = {}
     for name, directory in cfg.models.items():
-        bundle = load_bundle(directory)
+        bundle = load_bundle(directory, device=stage_device())
         torch.manual_seed(0)
         generated = generate_test_windows(bundle, test.cache, params.sampling, max_windows=n)
         metrics, windows = scores.score(generated.frames)
@@ -259,7 +269,7 @@ def evaluate_models(params: Params) -> Evaluation:
 
     seed_noise = {}
     for name in [v for v in cfg.seed_noise_variants if v in cfg.models]:
-        bundle = load_bundle(cfg.models[name])
+        bundle = load_bundle(cfg.models[name], device=stage_device())
         runs = [results[name]]
         for seed in cfg.extra_seeds:
             sampling = params.sampling.model_copy(update={"seed": seed})

@@ -29,7 +29,7 @@ class GeneratedSet:
 
 def _to_uint8(video: torch.Tensor) -> np.ndarray:
     """[B,3,T,H,W] in [-1,1] -> uint8 [B,T,H,W,3]."""
-    return ((video.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 4, 1).numpy()
+    return ((video.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 4, 1).cpu().numpy()
 
 
 def decode_to_frames(bundle: ModelBundle, latents: torch.Tensor, batch_size: int = 4) -> np.ndarray:
@@ -60,21 +60,23 @@ def generate_test_windows(
     features = cache.audio_mel if bundle.meta.audio.features == "mel" else cache.audio_wav2vec
     has_audio = "audio" in model.motion
     has_pose = "skeleton" in model.motion
-    text_emb = bundle.text_encoder([bundle.meta.default_prompt])  # what the model was trained with
+    device = bundle.device  # inputs go where the bundle is (load_bundle(..., device=stage_device()))
+    text_emb = bundle.text_encoder([bundle.meta.default_prompt]).to(device)  # what the model was trained with
     guidance = sampling.audio_guidance if has_audio and audio == "real" else 1.0
     latents = []
     for start in range(0, n, sample_batch_size):
         rows = range(start, min(n, start + sample_batch_size))  # windows sampled together: one model call per step
-        condition = cache.condition(slice(rows.start, rows.stop))
-        feats = features[rows.start : rows.stop] if has_audio else None
-        pose = cache.pose[rows.start : rows.stop] if has_pose else None
+        condition = {k: v.to(device) for k, v in cache.condition(slice(rows.start, rows.stop)).items()}
+        feats = features[rows.start : rows.stop].to(device) if has_audio else None
+        pose = cache.pose[rows.start : rows.stop].to(device) if has_pose else None
         text = text_emb.expand(len(rows), *text_emb.shape[1:])
 
         def velocity(x: torch.Tensor, t: torch.Tensor, audio_dropped: bool) -> torch.Tensor:
-            drop = torch.full((len(rows),), audio_dropped or audio == "zeroed") if has_audio else None
+            drop = torch.full((len(rows),), audio_dropped or audio == "zeroed", device=device) if has_audio else None
             return model(x, t, condition["cond"], feats, pose, text, drop_audio=drop, image_emb=condition.get("image_emb"))
 
         noise = window_noise(tuple(cache.latents.shape[1:]), sampling.seed, rows)
-        latents.append(sample(velocity, tuple(noise.shape), sampling.steps, sampling.shift, guidance, noise=noise))
+        latents.append(sample(velocity, tuple(noise.shape), sampling.steps, sampling.shift, guidance, noise=noise,
+                              device=device))
     frames = decode_to_frames(bundle, torch.cat(latents), batch_size)
     return GeneratedSet(frames=frames, window_index=np.arange(n))

@@ -4,8 +4,11 @@
   window's loudness: the mean of its normalised log-mel per video frame), each window centred, pooled over windows.
 - `lmd_mediapipe`: LMD, the mean distance in pixels between the lip landmarks of a generated frame and of the
   true frame (each frame's lip set centred on its own mean, so a head shift alone costs nothing).
-- `hkc_mediapipe`: HKC (Hallo4) as the mediapipe hand landmarker gives it: mean over frames and both hands of
-  the hand's presence (Holistic reports a hand only above its presence threshold, and no score).
+- `hkc_mediapipe`: HKC (Hallo4's hand keypoint confidence) as the mediapipe hand landmarker gives it: the
+  mean over frames and both hands of the hand landmark model's hand-presence score (its confidence that the
+  hand crop holds a hand, the score it thresholds at 0.5 before it reports landmarks), 0 where the model did
+  not look for that hand (the pose shows no wrist). The landmarker gives one score per hand, not per keypoint,
+  so this is the per-hand confidence; DWPose-style per-keypoint scores do not exist in mediapipe.
 - `hkv_mediapipe`: HKV (Hallo4): variance over time of the hand landmark positions (in units of the frame
   side), over the frames where the hand is found, mean over landmarks, axes, hands and windows.
 
@@ -30,8 +33,8 @@ METRICS = ("lip_corr_mediapipe", "lmd_mediapipe", "hkc_mediapipe", "hkv_mediapip
 MODELS = {
     "lip_corr_mediapipe": "face mesh",
     "lmd_mediapipe": "face mesh",
-    "hkc_mediapipe": "Holistic hand landmarks",
-    "hkv_mediapipe": "Holistic hand landmarks",
+    "hkc_mediapipe": "hand landmark model's hand-presence score",
+    "hkv_mediapipe": "hand landmarks",
 }
 
 
@@ -45,6 +48,7 @@ class WindowLandmarks:
     lips_found: np.ndarray  # bool [N, T]
     hands: np.ndarray  # float [N, T, 2, 21, 2] hand landmarks in units of the frame side (person's left, right)
     hands_found: np.ndarray  # bool [N, T, 2]
+    hand_scores: np.ndarray  # float [N, T, 2] hand-presence score, 0 where the hand model did not run
 
 
 def upscale(frames: np.ndarray, min_side: int) -> np.ndarray:
@@ -71,6 +75,7 @@ def measure_windows(video: np.ndarray, python: Path, min_side: int = 256, timeou
         lips_found=marks.lips_found.reshape(n, t),
         hands=(marks.hands[..., :2] / side).reshape(n, t, 2, 21, 2).astype(np.float64),
         hands_found=(marks.hands[:, :, 0, 2] > 0).reshape(n, t, 2),
+        hand_scores=marks.hand_scores.reshape(n, t, 2).astype(np.float64),
     )
 
 
@@ -100,7 +105,8 @@ def lmd(generated: WindowLandmarks, truth: WindowLandmarks) -> float:
 
 
 def hkc(marks: WindowLandmarks) -> float:
-    return float(marks.hands_found[:, 1:].mean())
+    """Mean hand-presence score over frames (after frame 0) and both hands; 0 counts where no hand was looked for."""
+    return float(marks.hand_scores[:, 1:].mean())
 
 
 def hkv(marks: WindowLandmarks) -> float:

@@ -58,7 +58,8 @@ METRICS: dict[str, MetricInfo] = {
     "lmd_mediapipe": MetricInfo("LMD (mediapipe)", "lower", "lip landmark distance: mean pixel distance between the face "
                                 "mesh's lip landmarks on generated and true frames, each frame's lips centred on their mean"),
     "hkc_mediapipe": MetricInfo("HKC (mediapipe)", "higher", "hand keypoint confidence (Hallo4) as mediapipe gives it: the "
-                                "fraction of frames x hands in which Holistic's hand landmarker finds the hand"),
+                                "hand landmark model's hand-presence score, mean over frames x both hands (0 where "
+                                "the pose shows no wrist to look at); one score per hand, not per keypoint"),
     "hkv_mediapipe": MetricInfo("HKV (mediapipe)", "higher", "hand keypoint variance (Hallo4): variance over time of the "
                                 "hand landmarks (units of the frame side) where found; left out when no hand is found"),
     "fid": MetricInfo("FID", "lower", "Fréchet distance between Inception features of generated and true frames"),

@@ -8,17 +8,21 @@ components/evaluation/sync_objective.py) and measures on the validation split ho
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
+import numpy as np
 import torch
 
 from components.config import Params, SyncExpertConfig
 from components.evaluation.syncnet import SyncNet, SyncNetSpec
 from components.io.atomic import atomic_directory, write_json
+
+if TYPE_CHECKING:
+    from components.evaluation.sync_objective import SyncClip
 
 
 def toy_spec(cfg: SyncExpertConfig) -> SyncNetSpec:
@@ -36,10 +40,21 @@ class SyncExpertRun:
     official_weights: str | None = None
 
 
+def stream_sync_clips(shards: str, split: str, spec: SyncNetSpec, keep_frames: bool) -> Iterator[SyncClip]:
+    """The split's clips prepared for the expert (sync_objective.prepare_sync_clips), decoded one at a time.
+    Without `keep_frames` a clip keeps only its crops and MFCC (what training pairs are cut from): its decoded
+    frames, ~100x larger than the crops, are freed with the clip."""
+    from components.data.windows import iter_split
+    from components.evaluation.sync_objective import prepare_sync_clips
+
+    for clip in iter_split(shards, split):
+        for prepared in prepare_sync_clips([clip], spec):
+            yield prepared if keep_frames else replace(prepared, frames=np.zeros((0, *prepared.frames.shape[1:]), np.uint8))
+
+
 def train_sync_expert(params: Params, log_fn: Callable[[int, dict], None] | None = None) -> SyncExpertRun:
-    from components.data.windows import load_split
     from components.evaluation.sync_metrics import offset_accuracy
-    from components.evaluation.sync_objective import contrastive_loss, prepare_sync_clips, sync_batch, validation_videos
+    from components.evaluation.sync_objective import contrastive_loss, sync_batch, validation_videos
     from components.evaluation.syncnet import load_official_syncnet
     from components.train.checkpoint_keys import checkpoint_dir, shards_digest
     from components.train.loop import run_training, sliced
@@ -53,11 +68,13 @@ def train_sync_expert(params: Params, log_fn: Callable[[int, dict], None] | None
         return SyncExpertRun(source="official", report={"source": "official"}, official_weights=official)
 
     spec = toy_spec(cfg)
-    train = prepare_sync_clips(load_split(params.data.shards, "train"), spec)
-    val = prepare_sync_clips(load_split(params.data.shards, "val"), spec)
-    if not train or not val:
+    train = list(stream_sync_clips(params.data.shards, "train", spec, keep_frames=False))
+    # Validation re-crops from the frames (as evaluation does): the split is streamed again after training, one
+    # clip's frames at a time; this first pass only counts the usable clips, so a bad split fails before training.
+    n_val = sum(1 for _ in stream_sync_clips(params.data.shards, "val", spec, keep_frames=False))
+    if not train or not n_val:
         raise ValueError(f"{params.data.shards}: the sync expert needs training and validation clips with ground-"
-                         f"truth mouth boxes (have {len(train)} and {len(val)}); give evaluation.syncnet_weights")
+                         f"truth mouth boxes (have {len(train)} and {n_val}); give evaluation.syncnet_weights")
     with torch.random.fork_rng():  # the initial weights depend on the config's seed only
         torch.manual_seed(cfg.seed)
         model = SyncNet(spec)
@@ -73,10 +90,12 @@ def train_sync_expert(params: Params, log_fn: Callable[[int, dict], None] | None
     )
     model.eval()
     with torch.no_grad():
-        val_scores = offset_accuracy(model, validation_videos(model, val, params.data.frames))
+        val = stream_sync_clips(params.data.shards, "val", spec, keep_frames=True)
+        videos = (video for clip in val for video in validation_videos(model, [clip], params.data.frames))
+        val_scores = offset_accuracy(model, videos)
     report = {
         **{f"val_{k}": v for k, v in val_scores.items()},
-        "val_clips": len(val),
+        "val_clips": n_val,
         "train_clips": len(train),
         "final_loss": result.final_loss,
         "train_seconds": result.seconds,

@@ -88,14 +88,16 @@ def embed_audio(model: SyncNet, mfcc: np.ndarray, batch_size: int = 256) -> torc
     if count == 0:
         return torch.zeros(0, model.spec.embed_dim)
     windows = audio_windows(mfcc, 0, count)
-    return torch.cat([model.forward_audio(windows[i : i + batch_size]) for i in range(0, count, batch_size)])
+    device = next(model.parameters()).device  # the expert may sit on the training GPU; embeddings come back to the CPU
+    return torch.cat([model.forward_audio(windows[i : i + batch_size].to(device)).cpu() for i in range(0, count, batch_size)])
 
 
 @torch.no_grad()
 def embed_video(model: SyncNet, frames: np.ndarray, mouth_box: np.ndarray, batch_size: int = 64) -> torch.Tensor:
     """Lip embeddings of every 5-frame window of a video [T,H,W,3] (mouth boxes [T,4]): [T-4, E]."""
     windows = lip_windows(mouth_crops(frames, mouth_box, model.spec))
-    return torch.cat([model.forward_lip(windows[i : i + batch_size]) for i in range(0, len(windows), batch_size)])
+    device = next(model.parameters()).device
+    return torch.cat([model.forward_lip(windows[i : i + batch_size].to(device)).cpu() for i in range(0, len(windows), batch_size)])
 
 
 @dataclass

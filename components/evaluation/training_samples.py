@@ -8,7 +8,7 @@ from pathlib import Path
 import torch.nn as nn
 
 from components.config import Params
-from components.data.latents import load_latent_cache
+from components.data.latents import latent_split_dir, load_latent_split
 from components.evaluation.generation import generate_test_windows
 from components.io.video import write_video
 from components.model.bundle import BundleMeta, ModelBundle
@@ -21,7 +21,7 @@ def sample_writer(stage: str, params: Params, model: PortraitModel, out_dir: Pat
                   on_video: Callable[[Path], None]) -> Callable[[nn.Module, int], None]:
     """sample_fn for the training loop: writes <out_dir>/sample-step-<step>.mp4 and hands its path to on_video
     (the flow logs it to MLflow)."""
-    cache = load_latent_cache(Path(params.data.latents_dir) / "val.safetensors")
+    cache = load_latent_split(latent_split_dir(params.data.latents_dir, "val"), rows=[0])  # the one window sampled
     meta = BundleMeta.from_params(params, stage)
     vae = stage_vae(params)
 

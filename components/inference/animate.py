@@ -35,6 +35,7 @@ from components.io.audio import load_audio
 from components.io.errors import MediaError
 from components.io.video import resample_frames, write_video
 from components.model.bundle import BundleError, ModelBundle
+from components.model.device import stage_device
 from components.model.flow import sample
 from components.model.i2v_conditioning import encode_condition
 from components.model.loading import load_bundle
@@ -194,7 +195,8 @@ def _generate_windows(
     window = meta.frames
     latent_size = meta.resolution // spatial_ratio(vae)
     shape = (1, vae.config.z_dim, latent_frames(window, model.rho), latent_size, latent_size)
-    text_emb = bundle.text_encoder([prompt or bundle.meta.default_prompt])
+    device = bundle.device  # the bundle's parts are where the caller put them (bundle.to(stage_device()))
+    text_emb = bundle.text_encoder([prompt or bundle.meta.default_prompt]).to(device)
     generator = torch.Generator().manual_seed(int(seed))
 
     starts = window_starts(inputs.n_frames, window)
@@ -203,17 +205,18 @@ def _generate_windows(
     for i, start in enumerate(starts):
         span = slice(start, start + window)
         # Wan I2V conditioning of this window's first frame, as the pipeline builds it (i2v_conditioning.py).
-        cond_latents = encode_condition(vae, torch.from_numpy(condition)[None], window)
+        cond_latents = encode_condition(vae, torch.from_numpy(condition)[None].to(device), window)
         image_emb = None if bundle.image_encoder is None else bundle.image_encoder(condition[None])
-        audio = torch.from_numpy(inputs.audio_feats[span])[None] if has_audio else None
-        pose = torch.from_numpy(inputs.pose[span])[None] if inputs.pose is not None else None
+        audio = torch.from_numpy(inputs.audio_feats[span])[None].to(device) if has_audio else None
+        pose = torch.from_numpy(inputs.pose[span])[None].to(device) if inputs.pose is not None else None
 
         def velocity(latents: torch.Tensor, timestep: torch.Tensor, audio_dropped: bool) -> torch.Tensor:
-            drop = torch.tensor([audio_dropped]) if has_audio else None
+            drop = torch.tensor([audio_dropped], device=device) if has_audio else None
             return model(latents, timestep, cond_latents, audio, pose, text_emb, drop_audio=drop, image_emb=image_emb)
 
-        latents = sample(velocity, shape, steps, shift=meta.sampling.shift, guidance=guidance, generator=generator)
-        frames = to_uint8_frames(decode_latents(vae, latents))[0].numpy()
+        noise = torch.randn(shape, generator=generator)  # drawn on the CPU: the same video on any device
+        latents = sample(velocity, shape, steps, shift=meta.sampling.shift, guidance=guidance, device=device, noise=noise)
+        frames = to_uint8_frames(decode_latents(vae, latents))[0].cpu().numpy()
         windows.append(GeneratedWindow(start, condition, frames))
         condition = frames[-1]
         if progress is not None:
@@ -294,8 +297,13 @@ def load_audio_file(path: Path) -> tuple[np.ndarray, int]:
     return audio, rate
 
 
-def load_pose_file(path: Path, n_joints: int, image_size: tuple[int, int], fps: int, n_frames: int) -> np.ndarray:
-    """talkalign-keypoints-v1 json in the reference image's pixels -> [n_frames, J, 3] as ingest transforms them."""
+def load_pose_file(
+    path: Path, n_joints: int, image_size: tuple[int, int], fps: int, n_frames: int, crop: CentreCrop | None = None
+) -> np.ndarray:
+    """talkalign-keypoints-v1 json in the reference image's pixels -> [n_frames, J, 3] as ingest transforms them.
+
+    `crop` is the square of the image the model sees (default: the centre square); the pose goes through the same
+    translate + scale, so it stays on the body it was drawn on (joints outside the square get confidence 0)."""
     if not path.is_file():
         raise AnimateInputError(f"{path}: no such keypoints file")
     try:
@@ -311,7 +319,7 @@ def load_pose_file(path: Path, n_joints: int, image_size: tuple[int, int], fps: 
     times = np.arange(len(keypoints.points)) / kp_fps
     source_index = resample_frames(np.arange(len(keypoints.points)), times, fps, duration_s=n_frames / fps)
     source_index = np.pad(source_index[:n_frames], (0, max(0, n_frames - len(source_index))), mode="edge")
-    return transform_keypoints(keypoints, source_index)
+    return transform_keypoints(keypoints, source_index, crop)
 
 
 def animate_files(
@@ -337,16 +345,18 @@ def animate_files(
     if out_path.suffix.lower() not in VIDEO_SUFFIXES:
         raise AnimateInputError(f"{out_path}: output must end in one of {', '.join(VIDEO_SUFFIXES)}")
     image = load_image_file(image_path)
+    source_size = (image.shape[1], image.shape[0])  # --pose is in these pixels
     if crop == "face":  # the head-and-shoulders square, found as ingest finds it (components/inference/portrait_crop.py)
-        if pose_path is not None:
-            raise AnimateInputError(f"{pose_path}: --pose is in the uncropped image's pixels: use it with --crop none")
-        image = crop_portrait(image, image_path).image
-    elif crop != "none":
+        portrait = crop_portrait(image, image_path)
+        image, square = portrait.image, portrait.crop
+    elif crop == "none":
+        square = CentreCrop.of(*source_size)
+    else:
         raise AnimateInputError(f"crop must be 'face' or 'none', got {crop!r}")
     audio, rate = load_audio_file(audio_path)
     if not isinstance(model, ModelBundle):
         try:
-            model = load_bundle(model, tracking_uri=tracking_uri)
+            model = load_bundle(model, tracking_uri=tracking_uri).to(stage_device())  # a GPU when there is one
         except BundleError as exc:
             raise AnimateInputError(str(exc)) from exc
     bundle = model
@@ -360,7 +370,7 @@ def animate_files(
         if not skeleton.enabled:
             where = bundle.path or bundle.meta.variant
             raise AnimateInputError(f"{pose_path}: the model {where} has no skeleton conditioning")
-        pose = load_pose_file(Path(pose_path), skeleton.n_joints, (image.shape[1], image.shape[0]), fps, n_frames)
+        pose = load_pose_file(Path(pose_path), skeleton.n_joints, source_size, fps, n_frames, square)
 
     frames = animate(bundle, image, audio, rate, pose, prompt, steps, guidance, seed, progress, threads)
     featurizer = featurizer_for(bundle)

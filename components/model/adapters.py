@@ -115,4 +115,6 @@ def merge_lora(model: nn.Module) -> int:
             merged += 1
     if hasattr(model, "peft_config"):
         del model.peft_config
+    if merged and getattr(model, "backbone_source", None) is not None:
+        model.backbone_source = None  # merged weights are no longer the checkpoint's: bundles must copy them
     return merged

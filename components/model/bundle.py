@@ -30,10 +30,11 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+import torch
 from diffusers import AutoencoderKLWan
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -43,6 +44,7 @@ from components.io.atomic import atomic_directory
 from components.io.audio import MEL_FRAMES_PER_VIDEO_FRAME
 from components.model.i2v_conditioning import IMAGE_ENCODER_DIR, IMAGE_PROCESSOR_DIR, ImageEncoder, load_image_encoder
 from components.model.portrait import CONFIG_FILE, MODULATION_FILE, PortraitModel
+from components.model.pretrained_refs import PretrainedRefError, part_root, referenceable, write_refs
 from components.model.text_encoder import TextEncoder
 from components.model.vae import load_vae, spatial_ratio, temporal_ratio
 
@@ -144,11 +146,25 @@ class ModelBundle:
     audio_encoder: AudioEncoder | None = None  # required when meta.audio.features == "wav2vec"
     path: Path | None = None  # where it was loaded from
     image_encoder: ImageEncoder | None = None  # CLIP image tokens: required exactly when model.image_dim is set
+    # part directory name (vae, text_encoder, tokenizer, image_encoder, image_processor) -> the checkpoint root it
+    # was loaded from unchanged; the transformer's is model.backbone_source (cleared when its weights change)
+    sources: dict[str, Path] = field(default_factory=dict)
 
     def eval(self) -> "ModelBundle":
         self.model.eval()
         self.vae.eval()
         return self
+
+    def to(self, device: torch.device | str) -> "ModelBundle":
+        """Every part on `device` (accelerate's device of a stage: stage_device()); inputs follow the parts."""
+        for part in (self.model, self.vae, self.text_encoder, self.image_encoder):  # wav2vec features: CPU, at ingest
+            if part is not None:
+                part.to(device)
+        return self
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
 
 
 # ---------------------------------------------------------------- consistency
@@ -230,20 +246,39 @@ def save_bundle(directory: str | Path, bundle: ModelBundle, extra_files: dict[st
     if meta.audio.features == "wav2vec" and bundle.audio_encoder is None:
         bundle.audio_encoder = AudioEncoder(meta.audio.wav2vec)
     check_bundle(meta, bundle.model, bundle.vae, bundle.text_encoder, bundle.audio_encoder, directory, bundle.image_encoder)
+    refs = referenced_parts(bundle)
     with atomic_directory(directory) as tmp:
-        bundle.model.save_pretrained(tmp)  # transformer/, modulation, portrait config
-        bundle.vae.save_pretrained(tmp / VAE_DIR, safe_serialization=True)
-        bundle.text_encoder.model.save_pretrained(tmp / TEXT_DIR)
-        if bundle.text_encoder.tokenizer is not None:
-            bundle.text_encoder.tokenizer.save_pretrained(tmp / TOKENIZER_DIR)
+        bundle.model.save_pretrained(tmp, backbone=TRANSFORMER_DIR not in refs)  # (transformer/), modulation, config
+        if VAE_DIR not in refs:
+            bundle.vae.save_pretrained(tmp / VAE_DIR, safe_serialization=True)
+        if TEXT_DIR not in refs:
+            bundle.text_encoder.model.save_pretrained(tmp / TEXT_DIR)
+            if bundle.text_encoder.tokenizer is not None:
+                bundle.text_encoder.tokenizer.save_pretrained(tmp / TOKENIZER_DIR)
         if meta.audio.features == "wav2vec":
             bundle.audio_encoder.save_pretrained(tmp / AUDIO_DIR)
-        if bundle.image_encoder is not None:
+        if bundle.image_encoder is not None and IMAGE_ENCODER_DIR not in refs:
             bundle.image_encoder.save_pretrained(tmp)  # image_encoder/ + image_processor/
+        if refs:
+            write_refs(tmp, refs)
         for name, data in extra_files.items():
             (tmp / name).write_bytes(data)
         (tmp / BUNDLE_FILE).write_text(meta.model_dump_json(indent=2) + "\n")  # last: its presence marks a whole bundle
     return directory
+
+
+def referenced_parts(bundle: ModelBundle) -> dict[str, Path]:
+    """Part name -> checkpoint root for the parts this bundle references instead of copying (none in copy mode)."""
+    if bundle.model.cfg.pretrained_in_bundles != "reference":
+        return {}
+    sources = {k: v for k, v in bundle.sources.items() if k != TRANSFORMER_DIR}
+    if bundle.model.backbone_source is not None:
+        sources[TRANSFORMER_DIR] = bundle.model.backbone_source
+    if bundle.image_encoder is None:
+        sources = {k: v for k, v in sources.items() if k not in (IMAGE_ENCODER_DIR, IMAGE_PROCESSOR_DIR)}
+    if bundle.text_encoder.tokenizer is None:
+        sources = {k: v for k, v in sources.items() if k not in (TEXT_DIR, TOKENIZER_DIR)}
+    return referenceable(sources)
 
 
 # ---------------------------------------------------------------- find and load
@@ -322,16 +357,31 @@ def read_meta(directory: Path) -> BundleMeta:
         raise BundleError(f"{file}: invalid bundle description: {exc}") from exc
 
 
-def transformer_image_dim(directory: Path) -> int | None:
+PART_DIRS = (TRANSFORMER_DIR, VAE_DIR, TEXT_DIR, TOKENIZER_DIR, IMAGE_ENCODER_DIR, IMAGE_PROCESSOR_DIR)
+
+
+def part_roots(directory: Path) -> dict[str, Path]:
+    """Where each part directory lives: the bundle itself or the checkpoint root pretrained_refs.json names (checked
+    against its digest)."""
+    try:
+        return {name: part_root(directory, name) for name in PART_DIRS}
+    except PretrainedRefError as exc:
+        raise BundleError(str(exc)) from exc
+
+
+def transformer_image_dim(directory: Path, roots: dict[str, Path] | None = None) -> int | None:
     """image_dim of the bundle's transformer/config.json (None: it takes no image tokens)."""
-    file = directory / TRANSFORMER_DIR / "config.json"
+    file = (roots or {}).get(TRANSFORMER_DIR, directory) / TRANSFORMER_DIR / "config.json"
     try:
         return json.loads(file.read_text(encoding="utf-8")).get("image_dim")
     except (OSError, json.JSONDecodeError, AttributeError) as exc:
         raise BundleError(f"{file}: unreadable transformer config ({exc})") from exc
 
 
-def _check_files(directory: Path, meta: BundleMeta) -> None:
+def _check_files(directory: Path, meta: BundleMeta, roots: dict[str, Path]) -> None:
+    def where(name: str) -> Path:  # a file of the bundle, or of the checkpoint it references
+        return roots.get(name.split("/")[0], directory) / name
+
     required = [
         CONFIG_FILE,
         MODULATION_FILE,
@@ -341,18 +391,20 @@ def _check_files(directory: Path, meta: BundleMeta) -> None:
     ]
     if meta.audio.features == "wav2vec":
         required.append(f"{AUDIO_DIR}/config.json")
-    missing = [name for name in required if not (directory / name).is_file()]
-    if not missing and transformer_image_dim(directory) is not None:
-        image_dim = transformer_image_dim(directory)
+    missing = [name for name in required if not where(name).is_file()]
+    if not missing and transformer_image_dim(directory, roots) is not None:
+        image_dim = transformer_image_dim(directory, roots)
         for name in (f"{IMAGE_ENCODER_DIR}/config.json", f"{IMAGE_PROCESSOR_DIR}/preprocessor_config.json"):
-            if not (directory / name).is_file():
+            if not where(name).is_file():
                 missing.append(f"{name} (transformer/config.json has image_dim = {image_dim})")
     for part in (TRANSFORMER_DIR, VAE_DIR, TEXT_DIR) + ((AUDIO_DIR,) if meta.audio.features == "wav2vec" else ()):
-        if (directory / part).is_dir() and not any((directory / part).glob("*.safetensors")):
+        if where(part).is_dir() and not any(where(part).glob("*.safetensors")):
             missing.append(f"{part}/*.safetensors")
     if missing:
         raise BundleError(f"{directory}: incomplete bundle, missing {', '.join(missing)}")
-    pickled = sorted(str(p.relative_to(directory)) for p in directory.rglob("*") if p.suffix in PICKLE_SUFFIXES)
+    searched = [directory, *{roots[name] / name for name in PART_DIRS if roots[name] != directory}]
+    pickled = sorted(str(p.relative_to(directory)) if p.is_relative_to(directory) else str(p)
+                     for d in searched for p in d.rglob("*") if p.suffix in PICKLE_SUFFIXES)
     if pickled:
         raise BundleError(
             f"{directory}: refusing pickle-format weight files {pickled[:3]} (bundles are safetensors only)"
@@ -376,11 +428,15 @@ def load_plain_bundle(path: str | Path, tracking_uri: str | None = None) -> Mode
     or wrong. Extra files are left alone: a TLPO bundle loads as its base model (loading.load_bundle fuses it)."""
     directory = resolve_model_uri(path, tracking_uri=tracking_uri)
     meta = read_meta(directory)
-    _check_files(directory, meta)
+    roots = part_roots(directory)
+    _check_files(directory, meta, roots)
+    if roots[TEXT_DIR] != roots[TOKENIZER_DIR] and (roots[TOKENIZER_DIR] / TOKENIZER_DIR).is_dir():
+        raise BundleError(f"{directory}: text_encoder/ and tokenizer/ come from different roots "
+                          f"({roots[TEXT_DIR]}, {roots[TOKENIZER_DIR]})")
     try:
-        model = PortraitModel.from_pretrained(directory)
-        vae = load_vae(directory / VAE_DIR)
-        text_encoder = _load_text_encoder(directory, model.cfg.text)
+        model = PortraitModel.from_pretrained(directory, backbone_root=roots[TRANSFORMER_DIR])
+        vae = load_vae(roots[VAE_DIR] / VAE_DIR)
+        text_encoder = _load_text_encoder(roots[TEXT_DIR], model.cfg.text)
         audio_encoder = None
         if meta.audio.features == "wav2vec":
             audio_cfg = meta.audio.wav2vec.model_copy(update={"pretrained_path": str(directory / AUDIO_DIR)})
@@ -388,10 +444,12 @@ def load_plain_bundle(path: str | Path, tracking_uri: str | None = None) -> Mode
         image_encoder = None
         if model.image_dim is not None:
             dtype = model.cfg.image_encoder.dtype if model.cfg.image_encoder is not None else "float32"
-            image_encoder = load_image_encoder(directory, dtype, model.image_dim)
+            image_encoder = load_image_encoder(roots[IMAGE_ENCODER_DIR], dtype, model.image_dim)
     except BundleError:
         raise
     except (OSError, ValueError, RuntimeError, KeyError) as exc:
         raise BundleError(f"{directory}: cannot load bundle: {exc}") from exc
     check_bundle(meta, model, vae, text_encoder, audio_encoder, directory, image_encoder)
-    return ModelBundle(meta, model, vae, text_encoder, audio_encoder, path=directory, image_encoder=image_encoder).eval()
+    sources = {name: roots[name] for name in PART_DIRS[1:] if (roots[name] / name).is_dir()}  # loaded unchanged
+    return ModelBundle(meta, model, vae, text_encoder, audio_encoder, path=directory, image_encoder=image_encoder,
+                       sources=sources).eval()

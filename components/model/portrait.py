@@ -40,7 +40,7 @@ from components.model.modulation import (
     SkeletonModulation,
     latent_length,
 )
-from components.model.precision import torch_dtype
+from components.model.precision import frozen_precision_autocast, torch_dtype
 from components.model.vae import resolve_component_dir
 
 MODULATION_FILE = "modulation.safetensors"
@@ -55,6 +55,12 @@ def load_backbone(local_dir: str | Path, dtype: torch.dtype = torch.float32) -> 
         return WanTransformer3DModel.from_pretrained(root, subfolder=subfolder, local_files_only=True, torch_dtype=dtype)
     except (OSError, ValueError) as exc:
         raise ValueError(f"{local_dir}: could not load WanTransformer3DModel: {exc}") from exc
+
+
+def _checkpoint_root(path: str | Path) -> Path | None:
+    """The root holding `transformer/` that `path` names (None: a bare transformer directory, not referenceable)."""
+    root, subfolder = resolve_component_dir(path, "transformer")
+    return root.resolve() if subfolder == "transformer" else None
 
 
 def build_backbone(cfg: BackboneConfig) -> WanTransformer3DModel:
@@ -138,6 +144,9 @@ class PortraitModel(nn.Module):
         heads = mcfg.heads or bcfg.num_attention_heads
         self.rho = mcfg.rho
         self.transformer = transformer
+        # The checkpoint root whose transformer/ these backbone weights are, while unchanged (merge_lora clears it):
+        # a bundle may then reference it instead of copying it (pretrained_refs.py).
+        self.backbone_source: Path | None = None
 
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(cfg.seed)
@@ -153,7 +162,10 @@ class PortraitModel(nn.Module):
 
     @classmethod
     def from_config(cls, cfg: PortraitModelConfig) -> "PortraitModel":
-        return cls(cfg, build_backbone(cfg.backbone))
+        model = cls(cfg, build_backbone(cfg.backbone))
+        if cfg.backbone.pretrained_path is not None:
+            model.backbone_source = _checkpoint_root(cfg.backbone.pretrained_path)
+        return model
 
     # -- structure
 
@@ -299,15 +311,17 @@ class PortraitModel(nn.Module):
         self.check_image_tokens(image_emb, text_emb)
         hidden = torch.cat([noisy_latents, i2v_condition(cond_latents.to(noisy_latents.dtype))], dim=1)
         drop = {"audio": drop_audio, "skeleton": drop_pose}
-        motion = self.motion_tokens(audio_feats, pose, n_latent, batch, drop, noisy_latents)
-        with self._bound_motion(motion):
-            return tf(
+        with frozen_precision_autocast(self, noisy_latents.device):
+            motion = self.motion_tokens(audio_feats, pose, n_latent, batch, drop, noisy_latents)
+        with self._bound_motion(motion), frozen_precision_autocast(self, noisy_latents.device):
+            velocity = tf(
                 hidden,
                 timestep=timestep,
                 encoder_hidden_states=text_emb,
                 encoder_hidden_states_image=None if image_emb is None else image_emb.to(noisy_latents.dtype),
                 return_dict=False,
             )[0]
+        return velocity.to(noisy_latents.dtype)
 
     # -- persistence
 
@@ -345,19 +359,23 @@ class PortraitModel(nn.Module):
                     ours[name].copy_(value)
         return missing
 
-    def save_pretrained(self, directory: str | Path) -> None:
-        """Write `transformer/` (diffusers), `modulation.safetensors` and `portrait_config.json`.
+    def save_pretrained(self, directory: str | Path, backbone: bool = True) -> None:
+        """Write `transformer/` (diffusers; left out with backbone=False, for a bundle that references it),
+        `modulation.safetensors` and `portrait_config.json`.
 
         The directory is assembled under a temporary name and swapped in, so a crash never leaves half a model.
         """
         with atomic_directory(directory) as tmp:
-            with self.bare_backbone() as bare:
-                bare.save_pretrained(tmp / "transformer", safe_serialization=True)
+            if backbone:
+                with self.bare_backbone() as bare:
+                    bare.save_pretrained(tmp / "transformer", safe_serialization=True)
             self.save_modulation(tmp / MODULATION_FILE)
             (tmp / CONFIG_FILE).write_text(self.cfg.model_dump_json(indent=2))
 
     @classmethod
-    def from_pretrained(cls, directory: str | Path) -> "PortraitModel":
+    def from_pretrained(cls, directory: str | Path, backbone_root: str | Path | None = None) -> "PortraitModel":
+        """A saved model; its transformer/ from `backbone_root` when given (a bundle that references its backbone),
+        stored in the config's backbone dtype."""
         directory = Path(directory)
         config_file = directory / CONFIG_FILE
         if not config_file.is_file():
@@ -366,8 +384,10 @@ class PortraitModel(nn.Module):
             cfg = PortraitModelConfig.model_validate(json.loads(config_file.read_text()))
         except ValueError as exc:
             raise ValueError(f"{config_file}: invalid portrait config: {exc}") from exc
-        backbone = cfg.backbone.model_copy(update={"pretrained_path": str(directory)})
+        root = Path(backbone_root) if backbone_root is not None else directory
+        backbone = cfg.backbone.model_copy(update={"pretrained_path": str(root)})
         cfg = cfg.model_copy(update={"backbone": backbone})
-        model = cls(cfg, load_backbone(directory))
+        model = cls(cfg, load_backbone(root, torch_dtype(cfg.backbone.dtype)))
+        model.backbone_source = _checkpoint_root(root)
         model.load_modulation(directory / MODULATION_FILE)
         return model

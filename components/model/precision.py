@@ -8,6 +8,9 @@ rounding. Compute runs under bf16 autocast on the accelerator, which casts at ev
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
+
 import torch
 import torch.nn as nn
 
@@ -34,13 +37,14 @@ def keep_fp32_names(model: nn.Module) -> set[str]:
     return keep
 
 
-def place_for_training(model: nn.Module, frozen_dtype: torch.dtype) -> nn.Module:
-    """Trainable parameters (requires_grad) to float32, frozen ones to `frozen_dtype` (fp32-kept modules stay fp32).
-
-    Buffers follow their module's frozen dtype only when floating point. Returns the model (in place)."""
+def place_for_training(model: nn.Module, frozen_dtype: torch.dtype,
+                       also_fp32: Callable[[str], bool] = lambda name: False) -> nn.Module:
+    """Trainable parameters (requires_grad) and those `also_fp32(name)` names (TLPO's experts, trained one at a
+    time) to float32, frozen ones to `frozen_dtype` (fp32-kept modules stay fp32). Returns the model (in place)."""
     keep = keep_fp32_names(model)
     for name, parameter in model.named_parameters():
-        target = torch.float32 if parameter.requires_grad or name in keep else frozen_dtype
+        fp32 = parameter.requires_grad or name in keep or also_fp32(name)
+        target = torch.float32 if fp32 else frozen_dtype
         if parameter.dtype != target:
             parameter.data = parameter.data.to(target)
     return model
@@ -53,3 +57,15 @@ def dtype_counts(model: nn.Module) -> dict[tuple[bool, torch.dtype], int]:
         key = (parameter.requires_grad, parameter.dtype)
         counts[key] = counts.get(key, 0) + parameter.numel()
     return counts
+
+
+def frozen_precision_autocast(module: nn.Module, device: torch.device) -> AbstractContextManager:
+    """bf16 autocast on `device` when the module's weights include bf16 ones (a bf16 profile's frozen backbone) and no
+    autocast is active yet: every stage's forward then runs the same whether the training loop's accelerator wrapped
+    it (GPU, mixed_precision bf16) or not (candidates, evaluate, animate, sampling in training, a CPU run). fp32
+    models (the toy profile) and the meta device (the dry run emulates autocast itself) are left as they are."""
+    if device.type == "meta" or torch.is_autocast_enabled(device.type):
+        return nullcontext()
+    if not any(p.dtype == torch.bfloat16 for p in module.parameters()):
+        return nullcontext()
+    return torch.autocast(device.type, dtype=torch.bfloat16)

@@ -6,7 +6,9 @@ pretrain stage replaces them with measured values via `set_latent_stats`). `deco
 The Wan pipelines use the same convention, so latents are interchangeable with theirs.
 
 Time: the causal VAE encodes frame 0 alone and then every 4 frames together, so T = 4k + 1 frames give
-T' = k + 1 latent frames; space is compressed 8x.
+T' = k + 1 latent frames. Space is compressed 2^(len(dim_mult) - 1)x: 8x for Wan2.1, 4x for the toy profile
+(64 px frames -> a 16 x 16 latent, where the mouth spans several latent pixels). Read the ratios from the VAE
+(`spatial_ratio`, `temporal_ratio`), never assume them.
 """
 
 from __future__ import annotations
@@ -55,6 +57,10 @@ def build_vae(cfg: VaeConfig) -> AutoencoderKLWan:
             # Identity normalisation until the pretrain stage measures the real statistics.
             latents_mean=[0.0] * cfg.z_dim,
             latents_std=[1.0] * cfg.z_dim,
+            # diffusers does not derive these from the blocks (its default is 8 / 4): say them, so that
+            # spatial_compression_ratio, and the config saved with the weights, are the network's real ratios.
+            scale_factor_spatial=2 ** (len(cfg.dim_mult) - 1),
+            scale_factor_temporal=2 ** sum(cfg.temperal_downsample),
         )
 
 
@@ -164,7 +170,7 @@ def encode_video(
     sample: bool = False,
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
-    """Normalised latents [B, z, T', H/8, W/8] of frames (see `to_vae_input` for accepted layouts).
+    """Normalised latents [B, z, T', H/s, W/s] of frames (s = spatial_ratio) (see `to_vae_input` for accepted layouts).
 
     `sample=False` takes the posterior mode (deterministic, what the Wan I2V pipeline does for its condition).
     """
@@ -174,20 +180,20 @@ def encode_video(
     s = spatial_ratio(vae)
     if height % s or width % s:
         raise ValueError(f"frame size {height}x{width} is not a multiple of the VAE's {s}x compression")
-    with channels_last_on_cpu(vae):
-        dist = vae.encode(x.to(vae.dtype)).latent_dist
+    with channels_last_on_cpu(vae):  # computed on the VAE's device, returned on the frames' device
+        dist = vae.encode(x.to(vae.device, vae.dtype)).latent_dist
     z = dist.sample(generator) if sample else dist.mode()
     mean, std = _stats(vae, z)
-    return (z - mean) / std
+    return ((z - mean) / std).to(x.device)
 
 
 def decode_latents(vae: AutoencoderKLWan, latents: torch.Tensor) -> torch.Tensor:
-    """Normalised latents [B, z, T', h, w] -> float video [B, 3, 4(T'-1)+1, 8h, 8w] in [-1, 1]."""
+    """Normalised latents [B, z, T', h, w] -> float video [B, 3, 4(T'-1)+1, s*h, s*w] in [-1, 1] (s = spatial_ratio)."""
     if latents.ndim != 5 or latents.shape[1] != vae.config.z_dim:
         raise ValueError(f"latents must be [B,{vae.config.z_dim},T',h,w], got shape {tuple(latents.shape)}")
     mean, std = _stats(vae, latents)
-    with channels_last_on_cpu(vae):
-        return vae.decode((latents * std + mean).to(vae.dtype)).sample
+    with channels_last_on_cpu(vae):  # computed on the VAE's device, returned on the latents' device
+        return vae.decode((latents * std + mean).to(vae.device, vae.dtype)).sample.to(latents.device)
 
 
 def latent_stats(raw_latents: torch.Tensor) -> tuple[list[float], list[float]]:

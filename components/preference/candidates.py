@@ -35,6 +35,7 @@ from tqdm import tqdm
 from components.config import CandidatesConfig, GeneratorSpec, SamplingConfig
 from components.io.atomic import atomic_directory
 from components.io.video import decode_video_bytes, write_video
+from components.model.device import stage_device
 
 WINDOWS_FILE = "windows.safetensors"
 INDEX_FILE = "index.json"
@@ -171,23 +172,25 @@ def sample_model_candidates(bundle, cond: dict[str, np.ndarray], spec: Generator
     pose_all = torch.from_numpy(cond["pose"])
     has_audio, has_pose = "audio" in model.motion, "skeleton" in model.motion
     guidance = spec.guidance if has_audio else 1.0
-    text = bundle.text_encoder([bundle.meta.default_prompt])
+    device = bundle.device  # inputs go where the bundle is (the GPU under a GPU launch); latents come back to the CPU
+    text = bundle.text_encoder([bundle.meta.default_prompt]).to(device)
     out = []
     for start in range(0, len(latents), batch_size):
         sl = slice(start, start + batch_size)
-        cond_latents = cond_all[sl]
-        image_emb = None if image_all is None else image_all[sl]
+        cond_latents = cond_all[sl].to(device)
+        image_emb = None if image_all is None else image_all[sl].to(device)
         n = len(cond_latents)
-        feats = feats_all[sl] if has_audio else None
-        pose = pose_all[sl] if has_pose else None
+        feats = feats_all[sl].to(device) if has_audio else None
+        pose = pose_all[sl].to(device) if has_pose else None
         text_emb = text.expand(n, *text.shape[1:])
 
         def velocity(x, t, audio_dropped):
-            drop = torch.full((n,), audio_dropped) if has_audio else None
+            drop = torch.full((n,), audio_dropped, device=device) if has_audio else None
             return model(x, t, cond_latents, feats, pose, text_emb, drop_audio=drop, image_emb=image_emb)
 
         generator = torch.Generator().manual_seed(seed * 1_000_003 + start)
-        out.append(sample(velocity, (n, *latents.shape[1:]), steps, shift, guidance, generator))
+        noise = torch.randn((n, *latents.shape[1:]), generator=generator)  # CPU draw: the same candidates on any device
+        out.append(sample(velocity, tuple(noise.shape), steps, shift, guidance, noise=noise, device=device).cpu())
     return torch.cat(out)
 
 
@@ -232,7 +235,7 @@ def write_candidates(
             for spec, seed in jobs:
                 if spec.kind == "model":
                     if spec.model not in bundles:
-                        bundles = {spec.model: load_bundle(spec.model)}  # one bundle in memory at a time
+                        bundles = {spec.model: load_bundle(spec.model, device=stage_device())}  # one at a time
                     bundle = bundles[spec.model]
                     latents = sample_model_candidates(
                         bundle, cond, spec, seed, cfg.sampling_steps, sampling.shift, cfg.batch_size

@@ -233,7 +233,7 @@ def train_critic(inputs: dict[str, torch.Tensor], pairs: np.ndarray, cfg: Critic
 
     result = run_training(name="critic", model=Objective(pair_loss, critic), trainable=list(critic.parameters()),
                           batch_fn=sliced(batch), cfg=cfg, ckpt_dir=ckpt_dir,
-                          log_fn=log_fn, cpu=True, progress=progress)
+                          log_fn=log_fn, progress=progress)  # accelerate's device (a GPU when there is one)
     return critic.eval(), result
 
 
@@ -244,7 +244,8 @@ def train_critic(inputs: dict[str, torch.Tensor], pairs: np.ndarray, cfg: Critic
 def score_inputs(critic: TalkingCritic, inputs: dict[str, torch.Tensor], batch_size: int = 32) -> np.ndarray:
     critic.eval()
     n = len(inputs["signals"])
-    out = [critic({k: v[i : i + batch_size] for k, v in inputs.items()}) for i in range(0, n, batch_size)]
+    device = next(critic.parameters()).device  # trained on accelerate's device; the inputs stay on the CPU
+    out = [critic({k: v[i : i + batch_size].to(device) for k, v in inputs.items()}).cpu() for i in range(0, n, batch_size)]
     return torch.cat(out).numpy() if out else np.zeros((0, len(DIMENSIONS)), np.float32)
 
 

@@ -16,9 +16,11 @@ from components.io.atomic import atomic_file
 from components.model.adapters import add_lora, lora_state_dict, merge_lora
 from components.model.bundle import save_bundle
 from components.model.loading import load_bundle
+from components.model.precision import place_for_training, torch_dtype
 from components.preference.pair_data import global_pair_batch, load_pair_tensors
 from components.train.checkpoint_keys import checkpoint_dir, files_digest
 from components.train.dpo import dpo_step_loss
+from components.train.fsdp import copy_exported, gather_named, has_sharded_parameters
 from components.train.loop import TrainResult, run_training, sliced
 from components.train.objective import Objective
 
@@ -37,6 +39,7 @@ def train_dpo(cfg: DpoConfig, log_fn=None, is_main: bool = True) -> DpoRun:
     bundle = load_bundle(cfg.base_model)
     model = bundle.model.train()
     targets = add_lora(model, cfg.lora_rank, cfg.lora_alpha, cfg.lora_targets)
+    place_for_training(model, torch_dtype(model.cfg.backbone.dtype))  # LoRA in fp32 over the frozen (bf16) base
     data = load_pair_tensors(cfg.candidates, pairs_file, bundle.meta.audio.features)
     text_emb = bundle.text_encoder([bundle.meta.default_prompt]).detach()
     print(f"dpo: {len(data['winner'])} pairs from {pairs_file}, LoRA rank {cfg.lora_rank} on {len(targets)} layers")
@@ -51,8 +54,16 @@ def train_dpo(cfg: DpoConfig, log_fn=None, is_main: bool = True) -> DpoRun:
         log_fn=log_fn,
     )
     run = DpoRun(result=result, n_pairs=len(data["winner"]), lora_layers=len(targets), pairs_file=pairs_file)
+    lora_named = lambda m: [(n, p) for n, p in m.named_parameters() if "lora_" in n]  # noqa: E731
+    export = gather_named(model, lora_named(model)) if has_sharded_parameters(model) else None  # every rank
     if not is_main:
         return run
+    if export is not None:  # FSDP: the trained weights are shards; export from a plain copy holding the gathered LoRA
+        bundle = load_bundle(cfg.base_model)
+        model = bundle.model
+        add_lora(model, cfg.lora_rank, cfg.lora_alpha, cfg.lora_targets)
+        place_for_training(model, torch_dtype(model.cfg.backbone.dtype))
+        copy_exported(model, lora_named(model), export)
     adapters = lora_state_dict(model)
     merge_lora(model)
     bundle.model = model.eval()

@@ -8,11 +8,12 @@ with its true frames, audio, pose and mouth boxes; every generator of candidates
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
+
+import numpy as np
 
 from components.config import Params
-from components.data.latents import load_latent_cache
-from components.data.windows import load_split, make_windows
+from components.data.latents import LatentSplit, latent_split_dir
+from components.data.windows import iter_split, make_windows, window_stride
 from components.model.loading import load_bundle
 from components.preference.candidates import conditioning_windows, select_rows, write_candidates
 
@@ -37,17 +38,28 @@ class CandidateSet:
 def generate_candidates(params: Params, progress: bool = True) -> CandidateSet:
     """Render every generator of params.candidates.pool on the chosen windows into candidates.out_dir."""
     cfg = params.candidates
-    cache = load_latent_cache(Path(params.data.latents_dir) / f"{cfg.split}.safetensors")
-    stride = params.data.window_stride if cfg.split == "train" else params.data.frames  # as the latents stage cut them
-    clips = load_split(params.data.shards, cfg.split)
-    windows = [w for c in clips for w in make_windows(c, params.data.frames, stride)]
-    if len(windows) != len(cache):
-        raise RuntimeError(f"{cfg.split}: {len(windows)} windows in the shards, {len(cache)} in the latent cache: "
+    with LatentSplit(latent_split_dir(params.data.latents_dir, cfg.split)) as split:
+        n_cached = len(split)
+        rows = select_rows(n_cached, cfg.windows)
+        cache = split.load(rows)  # only the chosen windows' rows
+    # Stream the split's clips, cut as the latents stage cut them, keeping the chosen windows and their clips' audio.
+    stride = window_stride(cfg.split, params.data.frames, params.data.window_stride)
+    wanted, chosen, audio, n = set(rows.tolist()), [], {}, 0
+    fps = rate = None  # the first clip's, as before
+    for clip in iter_split(params.data.shards, cfg.split):
+        if fps is None:
+            fps, rate = clip.fps, clip.sample_rate
+        for w in make_windows(clip, params.data.frames, stride):
+            if n in wanted:
+                chosen.append(w.detached())
+                audio[clip.clip_id] = clip.audio
+            n += 1
+    if n != n_cached or [(w.clip_id, w.start) for w in chosen] != [
+        (cache.clip_ids[int(c)], int(s)) for c, s in zip(cache.clip_index, cache.window_start)
+    ]:
+        raise RuntimeError(f"{cfg.split}: {n} windows in the shards, {n_cached} in the latent cache (or other ones): "
                            "rerun the latents stage")
-    rows = select_rows(len(cache), cfg.windows)
-    chosen = [windows[i] for i in rows]
-    fps, rate = clips[0].fps, clips[0].sample_rate
-    cond = conditioning_windows(cache, chosen, rows, fps, rate, {c.clip_id: c.audio for c in clips})
+    cond = conditioning_windows(cache, chosen, np.arange(len(rows)), fps, rate, audio)
     meta = {"window_ids": [window_id(w.clip_id, w.start) for w in chosen], "clip_ids": [w.clip_id for w in chosen],
             "starts": [w.start for w in chosen], "fps": fps, "sample_rate": rate}
     index = write_candidates(cfg, params.sampling, cond, meta, load_bundle, progress=progress)

@@ -8,10 +8,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from accelerate import PartialState
+from accelerate.utils import DistributedType
+
 from components.config import DIMENSIONS, TlpoConfig
 from components.model.adapters import add_lora, lora_state_dict
 from components.model.gate import TimestepLayerGate, activate_experts, clear_gate_scaling
 from components.model.loading import load_bundle
+from components.model.precision import place_for_training, torch_dtype
 from components.model.tlpo_bundle import TlpoSpec, save_tlpo_bundle
 from components.preference.pair_data import global_pair_batch, load_pair_tensors
 from components.train.checkpoint_keys import checkpoint_dir, files_digest
@@ -33,12 +37,19 @@ class TlpoRun:
 def train_tlpo(cfg: TlpoConfig, log_fn_for=lambda prefix: None, is_main: bool = True) -> TlpoRun:
     """Experts, then the gate; the main process exports <output>/gated and <output>/uniform (the plain average of
     the experts, the ablation). `log_fn_for(prefix)` gives each training run its log_fn."""
+    fsdp_launch = PartialState().distributed_type == DistributedType.FSDP
+    if cfg.parallelism == "fsdp" or fsdp_launch:  # fully_shard works in place, once: experts and gate share one model
+        raise ValueError("tlpo under FSDP is not supported: TLPO trains its experts and then the gate on one model in "
+                         "several runs, and FSDP2 shards a model only once; set tlpo.parallelism: ddp and launch with "
+                         "infra/accelerate/ddp_8gpu.yaml")
     experts = list(DIMENSIONS)
     pairs_files = {name: Path(cfg.pairs) / f"{name}.jsonl" for name in [*experts, "composite"]}
     bundle = load_bundle(cfg.base_model)
     model = bundle.model.train()
     for expert in experts:  # all injected up front (B = 0: no effect until trained)
         targets = add_lora(model, cfg.lora_rank, cfg.lora_alpha, cfg.lora_targets, adapter_name=expert)
+    # every expert's LoRA in fp32 over the frozen (bf16) base, also those not training right now
+    place_for_training(model, torch_dtype(model.cfg.backbone.dtype), also_fp32=lambda name: "lora_" in name)
     text_emb = bundle.text_encoder([bundle.meta.default_prompt]).detach()
     features = bundle.meta.audio.features
     # What an expert's result depends on (not the gate's budget `steps`): its checkpoints survive a gate rerun.

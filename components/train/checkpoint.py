@@ -20,6 +20,11 @@ The optimizer and model states are gathered with torch.distributed.checkpoint's 
 optimizer state by parameter name and work for a plain module, DDP and FSDP2 alike (collectives under FSDP: every
 process calls `gather_training_state` and `load_latest_checkpoint`, only the main process writes). RNG states
 come from components.train.rng_state; nested states become tensors + JSON through components.train.state_tree.
+
+This "full" layout serves 1 process and DDP. FSDP runs write the "sharded" layout instead (state.json says which;
+components/train/sharded_checkpoint.py): the same directory names, `latest` pointer and JSON files, with
+model.safetensors + optimizer.safetensors replaced by `sharded/`, one safetensors file per process. Either layout
+loads into any process count.
 """
 
 from __future__ import annotations
@@ -65,6 +70,10 @@ STATE_FILE = "state.json"
 CHECKPOINT_FILES = (
     MODEL_FILE, OPTIM_TENSORS_FILE, OPTIM_JSON_FILE, SCHEDULER_FILE, RNG_TENSORS_FILE, RNG_JSON_FILE, STATE_FILE
 )
+# The sharded layout (sharded_checkpoint.py): DCP's safetensors shards under SHARDED_DIR instead of the two tensor files.
+SHARDED_DIR = "sharded"
+SHARDED_FILES = (OPTIM_JSON_FILE, SCHEDULER_FILE, RNG_TENSORS_FILE, RNG_JSON_FILE, STATE_FILE)
+LAYOUTS = ("full", "sharded")
 _COMPLETE = re.compile(r"^step-(\d{6,})$")
 _PARTIAL = re.compile(r"^step-\d{6,}\.(tmp|deleting)-[0-9a-f]+$")
 
@@ -169,31 +178,53 @@ def save_checkpoint(
     """
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
-    final = root / checkpoint_name(step)
-    tmp = root / f"{final.name}.tmp-{uuid.uuid4().hex[:8]}"
+    tmp = partial_name(root, step, uuid.uuid4().hex[:8])
     tmp.mkdir()
     try:
         _save_tensors(tmp / MODEL_FILE, model_state)
         optim_skeleton, optim_tensors = flatten_state(dict(optimizer_state))
         _save_tensors(tmp / OPTIM_TENSORS_FILE, optim_tensors)
         _write_json(tmp / OPTIM_JSON_FILE, optim_skeleton)
-        sched_skeleton, sched_tensors = flatten_state(dict(scheduler_state))
-        if sched_tensors:
-            raise TypeError(f"scheduler state holds tensors {list(sched_tensors)}: not supported")
-        _write_json(tmp / SCHEDULER_FILE, sched_skeleton)
-        rng_tensors: dict[str, torch.Tensor] = {}
-        for rank, rng in enumerate(rng_states):
-            rng_tensors.update(rng.to_tensors(prefix=f"rank{rank}/"))
-        _save_tensors(tmp / RNG_TENSORS_FILE, rng_tensors)
-        _write_json(tmp / RNG_JSON_FILE, [{"numpy": r.numpy, "python": r.python} for r in rng_states])
+        write_side_files(tmp, scheduler_state, rng_states)
         state = {
             "format": FORMAT_VERSION,
+            "layout": "full",
             "step": step,
             "num_processes": len(rng_states),
             "model_entries": {k: list(v.shape) for k, v in model_state.items()},
             "extra": dict(extra or {}),
         }
         _write_json(tmp / STATE_FILE, state)  # last: documents a complete directory
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return publish_checkpoint(root, tmp, step, keep)
+
+
+def write_side_files(
+    directory: Path, scheduler_state: Mapping[str, Any], rng_states: list[RngState]
+) -> None:
+    """scheduler.json, rng.safetensors and rng.json: the part both layouts write the same way."""
+    sched_skeleton, sched_tensors = flatten_state(dict(scheduler_state))
+    if sched_tensors:
+        raise TypeError(f"scheduler state holds tensors {list(sched_tensors)}: not supported")
+    _write_json(directory / SCHEDULER_FILE, sched_skeleton)
+    rng_tensors: dict[str, torch.Tensor] = {}
+    for rank, rng in enumerate(rng_states):
+        rng_tensors.update(rng.to_tensors(prefix=f"rank{rank}/"))
+    _save_tensors(directory / RNG_TENSORS_FILE, rng_tensors)
+    _write_json(directory / RNG_JSON_FILE, [{"numpy": r.numpy, "python": r.python} for r in rng_states])
+
+
+def partial_name(root: Path, step: int, token: str) -> Path:
+    """Where a checkpoint is assembled before `publish_checkpoint` renames it (ignored and cleaned if left over)."""
+    return root / f"{checkpoint_name(step)}.tmp-{token}"
+
+
+def publish_checkpoint(root: Path, tmp: Path, step: int, keep: int | None) -> Path:
+    """Rename a fully written `tmp` (state.json last) to `step-NNNNNN`, point `latest` at it, prune to `keep`."""
+    final = root / checkpoint_name(step)
+    try:
         _fsync_dir(tmp)
         if final.exists():  # re-saving a step (e.g. a resumed run re-checkpointing it): retire the old copy
             _retire(final)
@@ -261,25 +292,46 @@ def _read_json(path: Path) -> Any:
 
 
 def read_checkpoint_state(path: str | Path) -> dict[str, Any]:
-    """state.json of a checkpoint (step, num_processes, model_entries, extra), after checking its files."""
+    """state.json of a checkpoint (step, layout, num_processes, model_entries, extra), after checking its files.
+
+    `layout` is "full" (also for checkpoints written before layouts existed) or "sharded"."""
     path = Path(path)
-    missing = [name for name in CHECKPOINT_FILES if not (path / name).is_file()]
-    if missing:
-        raise CheckpointError(f"{path}: incomplete checkpoint, missing {missing}")
+    if not (path / STATE_FILE).is_file():
+        raise CheckpointError(f"{path}: incomplete checkpoint, missing {[STATE_FILE]}")
     state = _read_json(path / STATE_FILE)
     if state.get("format") != FORMAT_VERSION:
         raise CheckpointError(f"{path}: checkpoint format {state.get('format')!r}, expected {FORMAT_VERSION}")
+    state.setdefault("layout", "full")
+    if state["layout"] not in LAYOUTS:
+        raise CheckpointError(f"{path}: unknown checkpoint layout {state['layout']!r}, expected one of {LAYOUTS}")
+    files = CHECKPOINT_FILES if state["layout"] == "full" else SHARDED_FILES
+    missing = [name for name in files if not (path / name).is_file()]
+    if state["layout"] == "sharded":  # every shard file the writer listed, at its written size
+        shards = state.get("shards") or {}
+        missing += [f"{SHARDED_DIR}/{name}" for name, size in sorted(shards.items())
+                    if not (path / SHARDED_DIR / name).is_file() or (path / SHARDED_DIR / name).stat().st_size != size]
+        if not shards:
+            missing.append(f"{SHARDED_DIR}/ (no shard files listed in {STATE_FILE})")
+    if missing:
+        raise CheckpointError(f"{path}: incomplete checkpoint, missing {missing}")
     return state
 
 
 def check_model_entries(path: Path, model: nn.Module) -> None:
     """Raise CheckpointError unless model.safetensors holds exactly the model's trainable params and buffers."""
-    expected = expected_model_entries(model)
     try:
         with safe_open(str(path / MODEL_FILE), framework="pt") as f:
             stored = {k: list(f.get_slice(k).get_shape()) for k in f.keys()}
     except Exception as exc:  # safetensors raises its own error types for a damaged file
         raise CheckpointError(f"{path / MODEL_FILE}: unreadable: {exc}") from exc
+    compare_model_entries(path, stored, model)
+
+
+def compare_model_entries(path: Path, stored: Mapping[str, list[int]], model: nn.Module) -> None:
+    """Raise CheckpointError naming `path` unless `stored` ({name: shape}) is exactly the model's trainable
+    params and persistent buffers, at the same (global) shapes."""
+    expected = expected_model_entries(model)
+    stored = {k: list(v) for k, v in stored.items()}
     missing = sorted(set(expected) - set(stored))
     unexpected = sorted(set(stored) - set(expected))
     reshaped = sorted(f"{k}: checkpoint {stored[k]} vs model {expected[k]}"
@@ -306,7 +358,7 @@ def load_rng_states(path: Path) -> list[RngState]:
             for r, s in enumerate(states)]
 
 
-def _drop_unsaved_optimizer_state(model: nn.Module, optimizer: torch.optim.Optimizer, saved: set[str]) -> None:
+def drop_unsaved_optimizer_state(model: nn.Module, optimizer: torch.optim.Optimizer, saved: set[str]) -> None:
     """Loading initialises AdamW state for every parameter (a zero-gradient step); a parameter that had no state
     when saved must have none now, or its first real update would use a different bias correction."""
     for name, param in extract_model_from_parallel(model).named_parameters():
@@ -329,6 +381,8 @@ def load_checkpoint(
     """
     path = Path(path)
     state = read_checkpoint_state(path)
+    if state["layout"] != "full":
+        raise CheckpointError(f"{path}: a {state['layout']} checkpoint: load it with sharded_checkpoint.load_sharded_checkpoint")
     check_model_entries(path, model)
     distributed = dist.is_available() and dist.is_initialized()
     rank, world = (dist.get_rank(), dist.get_world_size()) if distributed else (0, 1)
@@ -348,7 +402,7 @@ def load_checkpoint(
         set_optimizer_state_dict(model, optimizer, optim_state, options=optim_options)
     except (KeyError, RuntimeError, ValueError) as exc:
         raise CheckpointError(f"{path}: could not load the model/optimizer state: {exc}") from exc
-    _drop_unsaved_optimizer_state(model, optimizer, set(optim_skeleton.get("state", {})))
+    drop_unsaved_optimizer_state(model, optimizer, set(optim_skeleton.get("state", {})))
     scheduler.load_state_dict(unflatten_state(_read_json(path / SCHEDULER_FILE), {}))
     if restore_rng:
         rngs = load_rng_states(path)

@@ -1,7 +1,7 @@
 """The one training loop of every stage (VAE pretrain, DiT pretrain, phase 1/2, DPO, TLPO).
 
-Runs the same on 1 CPU process, 2 CPU processes (`accelerate launch` + gloo) and N GPUs (DDP; FSDP2 through the
-same calls, untested here). A stage supplies an objective (objective.py) and a batch function:
+Runs the same on 1 CPU process, 2 CPU processes (`accelerate launch` + gloo) and N GPUs, with DDP or FSDP2
+(cfg.parallelism; both tested on 2 gloo processes). A stage supplies an objective (objective.py) and a batch function:
 
 - Batches. `batch_fn(step, micro, rows, generator)` returns this process's rows of the GLOBAL micro-batch
   number `micro` of optimizer step `step`. The global micro-batch has `cfg.batch_size` rows; process r of N owns
@@ -20,8 +20,13 @@ same calls, untested here). A stage supplies an objective (objective.py) and a b
 - Optimiser. AdamW over the trainable parameters (cfg.optim), LambdaLR schedule (linear warmup, then constant or
   cosine, stepped once per optimizer step), gradient clipping on the global norm, non-finite gradient norm ->
   FloatingPointError (every process sees the same all-reduced norm, so all stop together).
-- Checkpoints (checkpoint.py) every `checkpoint_every` steps and at the last step, main process writes; a call
-  on a ckpt_dir that holds checkpoints resumes from the newest (weights, optimizer, scheduler, RNG, step).
+- Checkpoints every `checkpoint_every` steps and at the last step; a call on a ckpt_dir that holds checkpoints
+  resumes from the newest (weights, optimizer, scheduler, RNG, step). 1 process / DDP: the main process writes the
+  full state (checkpoint.py); FSDP: every process writes its shards (sharded_checkpoint.py). Either loads into both.
+- FSDP (fsdp.py): with cfg.parallelism == "fsdp" (or a launch with accelerate's FSDP config) and more than one
+  process, the model is sharded by torch's fully_shard, one unit per transformer block plus the root. On return
+  its parameters are shards: export weights through fsdp.gather_named / gather_full_state on every process.
+  sample_fn is refused there (it runs on the main process only; a sharded forward needs every process).
 - Logging every `log_every` steps and at the last step via log_fn (main process only): loss and the
   objective's metrics averaged over the window's micro-batches and over processes, lr, grad_norm, samples/s, s/step.
 
@@ -44,7 +49,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 from accelerate import Accelerator, PartialState
-from accelerate.utils import DistributedDataParallelKwargs, extract_model_from_parallel, set_seed
+from accelerate.utils import DistributedDataParallelKwargs, DistributedType, extract_model_from_parallel, set_seed
 from tqdm.auto import tqdm
 
 from components.config import OptimConfig, TrainLoopConfig
@@ -57,7 +62,9 @@ from components.train.checkpoint import (
     read_checkpoint_state,
     save_checkpoint,
 )
+from components.train.fsdp import clip_grad_norm, has_sharded_parameters, shard_model
 from components.train.rng_state import RngState, capture_rng_state, restore_rng_state
+from components.train.sharded_checkpoint import load_sharded_checkpoint, save_sharded_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -121,6 +128,9 @@ class TrainResult:
     samples_per_s: float  # global samples / seconds spent in training steps (no checkpoint/sample time)
     seconds: float  # wall-clock of the whole call
     history: list[dict] = field(default_factory=list)  # one entry per log: {"step": n, "loss": ..., ...}
+    # Under FSDP: the weights a recipe exports, gathered from every rank to full CPU tensors on the main process
+    # (fsdp.gather_named; the recipe fills it right after training, every rank taking part). None otherwise.
+    export: dict | None = None
 
     def summary(self) -> dict[str, float]:
         """What a stage reports of its training run."""
@@ -173,6 +183,12 @@ def _check_world(acc: Accelerator) -> None:
             f"WORLD_SIZE={expected} but the Accelerator runs {acc.num_processes} process(es): each process would "
             "train alone. On a CPU box pass cpu=True (or set ACCELERATE_USE_CPU=true) so accelerate uses gloo."
         )
+
+
+def uses_fsdp(cfg: TrainLoopConfig, acc: Accelerator) -> bool:
+    """Shard with FSDP2: asked for (cfg.parallelism or accelerate's FSDP launch config) and more than one process."""
+    asked = cfg.parallelism == "fsdp" or acc.distributed_type == DistributedType.FSDP
+    return asked and acc.num_processes > 1
 
 
 def _select_trainable(model: nn.Module, trainable: list[nn.Parameter] | None) -> list[str]:
@@ -240,7 +256,7 @@ def run_training(
     requires_grad=False and is neither updated nor checkpointed. Every process calls this; log_fn and sample_fn
     run on the main process only (sample_fn(unwrapped_model, step) in eval mode, without grad, and with the
     RNG states saved and restored around it so sampling never changes training). On return the model holds the
-    weights of step cfg.steps (also when there was nothing left to train).
+    weights of step cfg.steps (also when there was nothing left to train); under FSDP as shards (fsdp.py).
     """
     t_call = time.perf_counter()
     ckpt_dir = Path(ckpt_dir)
@@ -252,8 +268,11 @@ def run_training(
         if (cfg.mixed_precision == "bf16") != (acc.mixed_precision == "bf16") and torch.cuda.is_available():
             log.warning("%s: mixed_precision=%s in the config, the given Accelerator uses %s (the Accelerator wins)",
                         name, cfg.mixed_precision, acc.mixed_precision)
-    if sample_fn is not None and acc.is_fsdp2:
-        raise ValueError(f"{name}: sample_fn runs on the main process only, which FSDP's sharded forward cannot do")
+    fsdp = uses_fsdp(cfg, acc)
+    if fsdp and sample_fn is not None and cfg.sample_every:
+        raise ValueError(f"{name}: sample_every={cfg.sample_every} with FSDP: sample_fn runs on the main process "
+                         "only, and a sharded model's forward needs every process; set sample_every: 0 for this "
+                         "stage (sample from the exported model instead)")
     n_proc, rank = acc.num_processes, acc.process_index
     if cfg.batch_size % n_proc:
         raise ValueError(f"{name}: batch_size {cfg.batch_size} (global micro-batch) must divide by the "
@@ -269,13 +288,20 @@ def run_training(
     model.train()
     set_seed(cfg.seed, device_specific=True)  # seed + process index: per-process RNG (dropout) differs
 
-    params = [p for n, p in model.named_parameters() if p.requires_grad]
     o = cfg.optim
+    if has_sharded_parameters(model):
+        raise ValueError(f"{name}: this model was already sharded by an earlier FSDP run (fully_shard works in place "
+                         "and cannot be applied twice): train each stage on a freshly built model, or use "
+                         "parallelism: ddp for a stage that trains one model in several runs (tlpo)")
+    if fsdp:  # in place, with new (sharded) parameter objects: before the optimizer. Accelerate then only
+        wrapped = shard_model(model, acc.device)  # gives the device, autocast and the collectives
+    params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=o.lr, betas=o.betas, weight_decay=o.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, o, cfg.steps))
+    if not fsdp:
+        wrapped, optimizer = acc.prepare(model, optimizer)
+        params = [p for g in optimizer.param_groups for p in g["params"]]
     # The scheduler stays ours (not prepared): accelerate's wrapper would step it once per process.
-    wrapped, optimizer = acc.prepare(model, optimizer)
-    params = [p for g in optimizer.param_groups for p in g["params"]]  # FSDP replaces the parameter objects
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, o, cfg.steps))
 
     # ---- resume
     if acc.is_main_process:
@@ -294,19 +320,23 @@ def run_training(
         changed = _config_differences(state["extra"].get("config", {}), cfg.model_dump(mode="json"))
         if changed and acc.is_main_process:
             log.warning("%s: resuming with a changed config: %s", name, "; ".join(changed))
-        start = resumed_from = load_checkpoint(latest, wrapped, optimizer, scheduler)
+        load = load_sharded_checkpoint if state["layout"] == "sharded" else load_checkpoint
+        start = resumed_from = load(latest, wrapped, optimizer, scheduler)
         last_log = state["extra"].get("last_log")
         if acc.is_main_process:
             log.info("%s: resumed from %s", name, latest)
 
     def checkpoint(steps_done: int, last: dict | None) -> None:
-        model_state, optim_state = gather_training_state(wrapped, optimizer)  # collective under FSDP
         rngs = _gather_rng(acc)
-        if acc.is_main_process:
-            extra = {"name": name, "config": cfg.model_dump(mode="json"), "last_log": last,
-                     "trainable": names}
-            save_checkpoint(ckpt_dir, steps_done, model_state, optim_state, scheduler.state_dict(), rngs,
-                            extra, keep=cfg.keep_checkpoints)
+        extra = {"name": name, "config": cfg.model_dump(mode="json"), "last_log": last, "trainable": names}
+        if fsdp:  # every process writes its own shards
+            save_sharded_checkpoint(ckpt_dir, steps_done, wrapped, optimizer, scheduler.state_dict(), rngs, extra,
+                                    keep=cfg.keep_checkpoints, device=acc.device)
+        else:
+            model_state, optim_state = gather_training_state(wrapped, optimizer)
+            if acc.is_main_process:
+                save_checkpoint(ckpt_dir, steps_done, model_state, optim_state, scheduler.state_dict(), rngs,
+                                extra, keep=cfg.keep_checkpoints)
         acc.wait_for_everyone()
 
     # ---- train
@@ -328,7 +358,9 @@ def run_training(
             batch = {k: v.to(acc.device, non_blocking=True) if isinstance(v, torch.Tensor) else v
                      for k, v in batch.items()}
             last_micro = micro == cfg.grad_accum - 1
-            with nullcontext() if last_micro else acc.no_sync(wrapped):
+            if fsdp:  # reduce-scatter once per step, after the last micro-batch
+                wrapped.set_requires_gradient_sync(last_micro)
+            with nullcontext() if last_micro or fsdp else acc.no_sync(wrapped):
                 with acc.autocast():
                     loss, metrics = wrapped(batch)
                 if loss.dim() != 0:
@@ -338,8 +370,8 @@ def run_training(
             for key, value in metrics.items():
                 metric_sums[key] = metric_sums.get(key, 0.0) + float(value)
             n_micro += 1
-        norm = acc.clip_grad_norm_(params, o.grad_clip if o.grad_clip is not None else float("inf"))
-        grad_norm = float(norm)
+        max_norm = o.grad_clip if o.grad_clip is not None else float("inf")
+        grad_norm = clip_grad_norm(params, max_norm) if fsdp else float(acc.clip_grad_norm_(params, max_norm))
         if not math.isfinite(grad_norm):
             raise FloatingPointError(f"{name}: non-finite gradient norm ({grad_norm}) at step {step}; the last "
                                      f"good state is the newest checkpoint in {ckpt_dir}")

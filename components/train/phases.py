@@ -6,20 +6,24 @@ the stage's run and hands the result to `save_phase_bundle`."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
 import torch
 
 from components.config import FlowTrainConfig, Params, PortraitModelConfig
-from components.data.latents import load_latent_cache
+from components.data.latents import LatentColumn, LatentSplit, latent_split_dir
 from components.model.bundle import BundleMeta, ModelBundle, save_bundle
 from components.model.checkpoint_checks import check_params_checkpoints
+from components.model.device import stage_device
 from components.model.i2v_conditioning import image_encoder_for
 from components.model.portrait import PortraitModel
 from components.model.precision import place_for_training, torch_dtype
+from components.model.pretrained_refs import checkpoint_sources
 from components.model.text_encoder import TextEncoder
 from components.model.vae import load_vae
 from components.train.checkpoint_keys import checkpoint_dir, shards_digest
+from components.train.fsdp import copy_exported, gather_named, has_sharded_parameters
 from components.train.loop import TrainResult, run_training, sliced
 from components.train.objective import Objective
 from components.train.portrait_objective import flow_loss, global_flow_batch
@@ -39,12 +43,14 @@ def text_embedding(model_cfg: PortraitModelConfig, prompt: str) -> torch.Tensor:
         return TextEncoder(model_cfg.text)([prompt])
 
 
-def training_tensors(params: Params, split: str) -> dict[str, torch.Tensor]:
+def training_tensors(params: Params, split: str) -> dict[str, LatentColumn]:
     """latents, I2V condition (cond latents, CLIP image_emb when cached), audio (the configured feature) and pose of
-    every cached window of a split."""
-    cache = load_latent_cache(Path(params.data.latents_dir) / f"{split}.safetensors")
-    audio = cache.audio_mel if params.data.audio_features == "mel" else cache.audio_wav2vec
-    return {"latents": cache.latents, **cache.condition(slice(None)), "audio": audio, "pose": cache.pose}
+    every cached window of a split, as columns of the cache on disk: indexing one (`data["latents"][index]`, as
+    global_flow_batch does) reads only those rows, so a step holds its batch, never the split."""
+    cache = LatentSplit(latent_split_dir(params.data.latents_dir, split))
+    names = {"latents": "latents", "cond": "cond_latents", "image_emb": "image_emb", "pose": "pose",
+             "audio": "audio_mel" if params.data.audio_features == "mel" else "audio_wav2vec"}
+    return {key: cache.column(name) for key, name in names.items() if name in cache.names}
 
 
 def base_model_config(model: PortraitModelConfig) -> PortraitModelConfig:
@@ -89,10 +95,11 @@ def phase2_model(params: Params) -> tuple[PortraitModel, int]:
 
 
 def train_portrait(stage: str, params: Params, model: PortraitModel, cfg: FlowTrainConfig,
-                   data: dict[str, torch.Tensor], log_fn=None, sample_fn=None) -> TrainResult:
-    """Flow-matching training of a PortraitModel on cached latents, resumable from checkpoints/<stage>/."""
+                   data: Mapping[str, torch.Tensor | LatentColumn], log_fn=None, sample_fn=None) -> TrainResult:
+    """Flow-matching training of a PortraitModel on cached latents (`training_tensors`: each step reads the rows
+    its batch draws), resumable from checkpoints/<stage>/."""
     text_emb = text_embedding(model.cfg, params.data.prompt)
-    return run_training(
+    result = run_training(
         name=stage,
         model=Objective(lambda m, batch: flow_loss(m, batch, text_emb), model),
         trainable=[p for p in model.parameters() if p.requires_grad],
@@ -103,27 +110,44 @@ def train_portrait(stage: str, params: Params, model: PortraitModel, cfg: FlowTr
         log_fn=log_fn,
         sample_fn=sample_fn if cfg.sample_every else None,
     )
+    if has_sharded_parameters(model):  # FSDP: every rank takes part in gathering what the bundle needs
+        result.export = gather_named(model, model.named_modulation_parameters())
+    return result
 
 
-def save_phase_bundle(directory: str | Path, params: Params, model: PortraitModel, variant: str, lineage: dict) -> None:
-    """Everything `talkalign animate` needs, in one directory (components/model/bundle.py)."""
+def save_phase_bundle(directory: str | Path, params: Params, model: PortraitModel, variant: str, lineage: dict,
+                      export: dict[str, torch.Tensor] | None = None) -> None:
+    """Everything `talkalign animate` needs, in one directory (components/model/bundle.py). Main process only.
+
+    `export`: the modulation weights train_portrait gathered after FSDP training (TrainResult.export); the bundle is
+    then saved from a plain model of the same config holding them, since the trained model's weights are shards."""
+    if export is not None:
+        plain = PortraitModel.from_config(model.cfg)
+        copy_exported(plain, plain.named_modulation_parameters(), export)
+        model = plain
     meta = BundleMeta.from_params(params, variant, lineage)
+    image_cfg = model.cfg.image_encoder
+    sources = checkpoint_sources(params.vae.pretrained_path, model.cfg.text.pretrained_path,
+                                 image_cfg.pretrained_path if image_cfg is not None else None)
     save_bundle(directory, ModelBundle(meta=meta, model=model, vae=stage_vae(params), text_encoder=TextEncoder(model.cfg.text),
-                                       image_encoder=image_encoder_for(model.cfg.backbone, model.cfg.image_encoder)))
+                                       image_encoder=image_encoder_for(model.cfg.backbone, image_cfg), sources=sources))
 
 
 def cache_latents(params: Params) -> dict[str, int]:
     """The latents stage: every window of every split encoded once with the stage VAE (the DiT stages, candidates
-    and evaluate all read this cache). Returns the number of windows per split."""
-    from components.data.latents import save_latent_cache
-    from components.data.windows import split_windows
-    from components.model.latent_encoding import encode_windows
+    and evaluate all read this cache), streamed: one clip decoded and one part of the cache in memory at a time.
+    Returns the number of windows per split."""
+    from components.data.windows import iter_windows
+    from components.model.latent_encoding import encode_split
 
-    vae = stage_vae(params)
+    device = stage_device()  # frames stream from the shards on the CPU; the VAE and CLIP compute here
+    vae = stage_vae(params).to(device)
     image_encoder = image_encoder_for(params.model.backbone, params.model.image_encoder)  # None: no image tokens
+    if image_encoder is not None:
+        image_encoder.to(device)
     counts = {}
     for split in ("train", "val", "test"):
-        windows = split_windows(params.data.shards, split, params.data.frames, params.data.window_stride)
-        save_latent_cache(Path(params.data.latents_dir) / f"{split}.safetensors", encode_windows(vae, windows, 8, image_encoder))
-        counts[f"windows_{split}"] = len(windows)
+        windows = iter_windows(params.data.shards, split, params.data.frames, params.data.window_stride)
+        directory = latent_split_dir(params.data.latents_dir, split)
+        counts[f"windows_{split}"] = encode_split(vae, windows, directory, 8, image_encoder)
     return counts

@@ -70,7 +70,9 @@ def test_data_shards_is_shard_output(tmp_path):
 
 
 def test_validation_checks_ingests_own_thresholds():
-    params = load_params(REPO / "params.yaml", {"ingest.min_duration_s": 3.3, "ingest.fps": 30, "ingest.keypoints.n_joints": 5})
+    joints = ["head", "neck", "l_shoulder", "r_shoulder", "pelvis"]
+    params = load_params(REPO / "params.yaml", {"ingest.min_duration_s": 3.3, "ingest.fps": 30,
+                                                "ingest.keypoints.joints": joints, "model.modulation.skeleton.n_joints": 5})
     assert (params.validation.min_duration_s, params.validation.fps, params.validation.n_joints) == (3.3, 30, 5)
     assert params.validation.max_av_mismatch_s == params.ingest.max_av_mismatch_s
     assert params.validation.min_audio_rms_db == params.ingest.min_audio_rms_db

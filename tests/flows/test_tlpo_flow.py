@@ -48,11 +48,12 @@ def _tiny_base(directory: Path) -> None:
 def _candidates(base: Path, out_dir: Path, n_windows: int = 2) -> list[str]:
     """write_candidates on fabricated LatentCache-like windows; returns the window ids."""
     from components.model.loading import load_bundle
+    from components.model.vae import spatial_ratio
     from components.preference.candidates import write_candidates
 
     bundle = load_bundle(base)
     meta = bundle.meta
-    z, size, t_lat = bundle.vae.config.z_dim, meta.resolution // 8, (meta.frames - 1) // 4 + 1
+    z, size, t_lat = bundle.vae.config.z_dim, meta.resolution // spatial_ratio(bundle.vae), (meta.frames - 1) // 4 + 1
     g = torch.Generator().manual_seed(1)
     w, t = n_windows, meta.frames
     cond = {

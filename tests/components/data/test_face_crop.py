@@ -4,7 +4,6 @@ import numpy as np
 import pytest
 
 from components.data.face_crop import FaceCropParams, FaceTrackError, face_crop, frame_ranges
-from components.data.landmarks import Landmarks, pose_joints
 
 
 def track(n: int, x0: float = 100, y0: float = 60, side: float = 60, dx: float = 0.0) -> list[np.ndarray]:
@@ -45,25 +44,3 @@ def test_missing_several_and_small_faces_are_refused_with_frame_ranges():
 def test_frame_ranges():
     assert frame_ranges(np.array([0, 1, 1, 0, 1, 0, 0, 1, 1], bool)) == "1-2, 4, 7-8"
     assert frame_ranges(np.zeros(3, bool)) == "none"
-
-
-def test_pose_joints_map_blazepose_and_fill_lost_frames():
-    pose = np.zeros((33, 4))
-    pose[:, 3] = 0.9
-    pose[11, :2], pose[12, :2] = (0.6, 0.5), (0.4, 0.5)  # the person's left shoulder is on the image's right
-    reply = {"pose": [pose.tolist(), None, pose.tolist()]}
-    out = pose_joints(reply, ("neck", "l_shoulder", "r_shoulder"), 200, 100)
-    np.testing.assert_allclose(out[0, :, :2], [[100, 50], [120, 50], [80, 50]], atol=1e-4)
-    np.testing.assert_allclose(out[1, :, :2], out[0, :, :2])  # lost frame: filled from its neighbours...
-    assert (out[1, :, 2] == 0).all() and (out[0, :, 2] == pytest.approx(0.9))  # ...with confidence 0
-    with pytest.raises(ValueError, match="no pose mapping for joint"):
-        pose_joints(reply, ("tail",), 200, 100)
-
-
-def test_mouth_opening_from_lips():
-    lip_index = (13, 14, 61, 291)
-    lips = np.array([[[50, 50], [50, 50], [40, 50], [60, 50]], [[50, 45], [50, 55], [40, 50], [60, 50]]], np.float32)
-    marks = Landmarks("mediapipe-test", [], np.zeros((2, 2, 21, 3)), lips, lip_index, np.ones(2, bool))
-    mouth = marks.mouth()
-    np.testing.assert_allclose(mouth["opening"], [0.0, 1.0])  # gap 10 = half the 20 px width: fully open
-    np.testing.assert_allclose(mouth["width"], [20, 20])

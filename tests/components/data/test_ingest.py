@@ -13,6 +13,7 @@ import soundfile as sf
 
 from components.config import IngestConfig, KeypointConfig, ValidationConfig
 from components.data import ingest as ingest_module
+from components.data.audio_features import AudioEncoder
 from components.data.ingest import (
     QuarantineThresholdExceeded,
     clip_id_for,
@@ -23,7 +24,6 @@ from components.data.ingest import (
 from components.data.quarantine import Quarantine, read_quarantine
 from components.data.validate import validate_manifest
 from components.io.video import decode_video, write_video
-from components.data.audio_features import AudioEncoder
 
 J = 10
 UNICODE_CLIP = "ünï cödé/clip with space.mp4"
@@ -56,7 +56,7 @@ def make_clip(
     x0 = (width - min(width, height)) / 2
     y0 = (height - min(width, height)) / 2
     points = [[[x0 + i / 2, y0 + 2.0 + j, 1.0] for j in range(J)] for i in range(n)]
-    joints = [f"j{j}" for j in range(J if keypoints != "wrong_joints" else J - 3)]
+    joints = list(KeypointConfig().joints)[: J if keypoints != "wrong_joints" else J - 3]  # the layout in params
     if keypoints == "wrong_joints":
         points = [p[: J - 3] for p in points]
     sidecar = {"format": "talkalign-keypoints-v1", "fps": fps, "width": width, "height": height,
@@ -129,7 +129,8 @@ def corpus(tmp_path_factory, encoder):
         ("bad/short.mp4", r"too short \(0.48 s < min_duration_s 1 s\)"),
         ("bad/av_mismatch.mp4", r"audio 2.6\d s vs video 1.60 s differ by 1.0\d s"),
         ("bad/broken_kp.mp4", "broken_kp.keypoints.json: not valid JSON"),
-        ("bad/wrong_joints.mp4", "wrong_joints.keypoints.json: 7 joints, expected 10"),
+        ("bad/wrong_joints.mp4", r"wrong_joints.keypoints.json: the sidecar's joints are \[head, .*, l_wrist\], but "
+                                 r"ingest.keypoints.joints is \[head, .*, r_hand\]"),
         ("bad/no_kp.mp4", "no_kp.keypoints.json: keypoint sidecar missing"),
         ("bad/truth_mismatch.mp4", "truth_mismatch.truth.json: ground truth is for 99 frames of 48x48, video has 40"),
         ("dup.mp4", "duplicate clip id 'dup', already taken by dup.mov"),

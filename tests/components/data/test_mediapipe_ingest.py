@@ -145,6 +145,29 @@ def test_cache_makes_the_second_ingest_skip_the_worker(ingested, real_corpus, mo
 
 
 @needs_env
+def test_another_joint_layout_from_the_same_cached_landmarks(ingested, real_corpus):
+    """ingest.keypoints.joints picks the skeleton: face points from the pose model, a hand-landmarker joint (no
+    hand in this portrait: the pose's estimate, confidence 0). The cached worker reply is reused: the layout is
+    post-processing."""
+    layout = ("head", "l_eye", "r_eye", "mouth", "l_palm")
+    cfg = IngestConfig(resolution=128, max_quarantine_fraction=1.0,
+                       keypoints=KeypointConfig(extractor="mediapipe", joints=layout,
+                                                cache_dir=str(real_corpus / "cache")))  # fmt: skip
+    out = real_corpus / "out_layout"
+    ingest_folder(cfg, real_corpus / "raw", out, real_corpus / "q_layout.jsonl", progress=False,
+                  encoder=AudioEncoder(cfg.audio))  # fmt: skip
+    clip = out / "clips" / "grace__pan_zoom"
+    pose = np.load(clip / "pose.npy")
+    assert pose.shape[1:] == (5, 3) and json.loads((clip / "meta.json").read_text())["joints"] == list(layout)
+    assert (pose[:, :4, 2] > 0.5).mean() > 0.9 and (pose[:, 4, 2] == 0).all()
+    # The person's left eye is on the image's right of the nose, both above the mouth.
+    assert (pose[:, 1, 0] > pose[:, 0, 0]).all() and (pose[:, 2, 0] < pose[:, 0, 0]).all()
+    assert (pose[:, 1:3, 1] < pose[:, 3:4, 1]).all()
+    first = np.load(ingested["out"] / "clips" / "grace__pan_zoom" / "pose.npy")
+    np.testing.assert_allclose(pose[:, 0], first[:, 0])  # head: the same joint from the same landmarks
+
+
+@needs_env
 def test_throughput_on_512px_frames(tmp_path):
     n = 50
     photo = np.asarray(Image.fromarray(portrait()).resize((512, 512)))

@@ -21,9 +21,11 @@ from components.data.windows import (
     audio_features,
     clip_from_sample,
     iter_split,
-    load_split,
+    iter_windows,
     make_windows,
     normalise_mel,
+    pick_windows,
+    split_windows,
 )
 from components.io.audio import log_mel, save_wav
 from components.io.video import write_video
@@ -63,9 +65,9 @@ def shards(tmp_path_factory) -> tuple[Path, dict]:
     return out, written
 
 
-def test_load_split_decodes_every_field(shards):
+def test_iter_split_decodes_every_field(shards):
     out, written = shards
-    clips = load_split(out, "train") + load_split(out, "val")
+    clips = list(iter_split(out, "train")) + list(iter_split(out, "val"))
     assert sorted(c.clip_id for c in clips) == sorted(written)
     for clip in clips:
         source = written[clip.clip_id]
@@ -81,12 +83,29 @@ def test_load_split_decodes_every_field(shards):
         assert clip.identity == source["meta"]["identity"] and clip.fps == 25
 
 
-def test_iter_split_streams_the_same_clips(shards):
+def test_windows_stream_in_clip_order_with_the_split_stride(shards):
     out, _ = shards
-    streamed = list(iter_split(out, "val"))
-    loaded = load_split(out, "val")
-    assert [c.clip_id for c in streamed] == [c.clip_id for c in loaded] and len(loaded) == 1
-    np.testing.assert_array_equal(streamed[0].frames, loaded[0].frames)
+    clips = list(iter_split(out, "train")) + list(iter_split(out, "val"))
+    for split, clip, stride in (("train", clips[0], 8), ("val", clips[1], 9)):  # held-out: back to back
+        streamed = list(iter_windows(out, split, frames=9, train_stride=8))
+        assert [w.start for w in streamed] == list(range(0, 25 - 9 + 1, stride))
+        eager = make_windows(clip, 9, stride)
+        for a, b in zip(streamed, eager, strict=True):
+            np.testing.assert_array_equal(a.frames, b.frames)
+            np.testing.assert_array_equal(a.mel, b.mel)
+        assert [w.start for w in split_windows(out, split, 9, 8)] == [w.start for w in streamed]
+
+
+def test_picked_windows_are_detached_copies():
+    clip = _clip(25)
+    picked, n = pick_windows(make_windows(clip, frames=9, stride=4), [3, 1])
+    assert n == 5 and [w.start for w in picked] == [4, 12]  # stream order
+    for w in picked:
+        assert not any(np.shares_memory(getattr(w, k), getattr(clip, a)) for k, a in
+                       (("frames", "frames"), ("wav2vec", "wav2vec"), ("mel", "mel"), ("pose", "pose")))
+        np.testing.assert_array_equal(w.frames, clip.frames[w.start : w.start + 9])
+    with pytest.raises(IndexError, match=r"windows \[5\] asked for, but the stream has 5"):
+        pick_windows(make_windows(clip, frames=9, stride=4), [0, 5])
 
 
 def test_per_frame_fields_of_different_lengths_are_refused(shards):

@@ -1,6 +1,7 @@
 """Landmark metrics on windows made from a real photograph (matplotlib's grace_hopper.jpg) measured with the
 real mediapipe worker: LMD of a clip against itself is 0 and grows with a shift of the mouth inside the frame;
-the no-env / off paths report the metrics as not measured; lip_corr and HKV on hand-made landmarks."""
+the no-env / off paths report the metrics as not measured; lip_corr, HKC (the hand-presence score) and HKV on
+hand-made landmarks."""
 
 import matplotlib.cbook
 import numpy as np
@@ -43,7 +44,10 @@ def test_lmd_is_zero_against_itself_and_grows_with_the_mouth_moving():
     assert scorer.truth.lips_found.all()  # the face mesh finds the lips in every frame of the real photo
     itself = scorer.ground_truth()
     assert itself["lmd_mediapipe"] == pytest.approx(0.0, abs=1e-6)
-    assert itself["hkc_mediapipe"] == 0.0 and "hkv_mediapipe" not in itself  # a portrait: no hands, HKV left out
+    # A portrait: no hands. The hand model may still look where the pose guesses a wrist and score it ~0; HKV
+    # (needs found hands) is left out.
+    assert 0.0 <= itself["hkc_mediapipe"] < 0.01 and "hkv_mediapipe" not in itself
+    assert not scorer.truth.hands_found.any() and scorer.truth.hand_scores.max() < 0.5
     assert "lip_corr_mediapipe" in itself  # a still photo: a number, but no claim about its value
     shifted = scorer(windows(dx=3))
     zoomed = scorer(windows(zoom=1.25))
@@ -63,9 +67,11 @@ def test_missing_env_and_off_report_every_metric_as_not_measured(tmp_path):
         landmark_scorer("on", truth, mel, python=str(tmp_path / "nope" / "python"))
 
 
-def marks(opening: np.ndarray, hands: np.ndarray, hands_found: np.ndarray) -> WindowLandmarks:
+def marks(opening: np.ndarray, hands: np.ndarray, hands_found: np.ndarray, scores: np.ndarray | None = None) -> WindowLandmarks:
     n, t = opening.shape
-    return WindowLandmarks("mediapipe-test", opening, np.zeros((n, t, 4, 2)), np.ones((n, t), bool), hands, hands_found)
+    scores = np.where(hands_found, 0.9, 0.0) if scores is None else scores
+    return WindowLandmarks("mediapipe-test", opening, np.zeros((n, t, 4, 2)), np.ones((n, t), bool), hands, hands_found,
+                           scores)  # fmt: skip
 
 
 def test_lip_corr_hkc_and_hkv_on_hand_made_landmarks():
@@ -80,7 +86,11 @@ def test_lip_corr_hkc_and_hkv_on_hand_made_landmarks():
     found[:, :, 0] = True  # the left hand everywhere, moving along x by 0.1 per frame
     hands[:, :, 0, :, 0] = 0.1 * np.arange(9)[None, :, None]
     m = marks(m.opening, hands, found)
-    assert hkc(m) == pytest.approx(0.5)
+    assert hkc(m) == pytest.approx(0.45)  # HKC is the mean presence score: 0.9 for one hand, 0 for the other
+    scores = np.zeros((3, 9, 2))
+    scores[:, 1:, 1] = np.linspace(0.1, 0.8, 8)  # the right hand's model ran, unsure, and found nothing
+    scores[:, 0, :] = 1.0  # frame 0 (the given reference) does not count
+    assert hkc(marks(m.opening, hands, found, scores)) == pytest.approx(0.45 / 2)
     assert hkv(m) == pytest.approx(np.var(0.1 * np.arange(1, 9)) / 2)  # x varies, y does not: mean over the axes
     assert lmd(m, m) == 0.0
 

@@ -15,9 +15,10 @@ from components.config import VaeConfig
 from components.data.latents import LATENT_CACHE_FORMAT, load_latent_cache, save_latent_cache
 from components.data.windows import ClipSample, make_windows, normalise_mel
 from components.model.latent_encoding import encode_windows, vae_config_digest, vae_weights_digest
-from components.model.vae import build_vae, encode_video, set_latent_stats
+from components.model.vae import build_vae, encode_video, set_latent_stats, spatial_ratio
 
 VAE_CFG = VaeConfig(base_dim=8, z_dim=4)
+SIDE = 16  # frame side; the latent side is SIDE // spatial_ratio(vae)
 
 
 def _clip(clip_id: str, n: int, truth: bool, seed: int) -> ClipSample:
@@ -25,7 +26,7 @@ def _clip(clip_id: str, n: int, truth: bool, seed: int) -> ClipSample:
     return ClipSample(
         clip_id=clip_id,
         identity=f"person_{clip_id}",
-        frames=rng.integers(0, 256, (n, 16, 16, 3), dtype=np.uint8),
+        frames=rng.integers(0, 256, (n, SIDE, SIDE, 3), dtype=np.uint8),
         audio=np.zeros(n * 640, np.float32),
         sample_rate=16000,
         fps=25.0,
@@ -51,7 +52,8 @@ def windows():
 
 def test_encode_stacks_latents_and_conditions(vae, windows):
     cache = encode_windows(vae, windows, batch_size=2)  # 5 windows: batches of 2, 2, 1
-    assert len(cache) == 5 and cache.latents.shape == (5, 4, 2, 2, 2) and cache.latents.dtype == torch.float32
+    h = SIDE // spatial_ratio(vae)
+    assert len(cache) == 5 and cache.latents.shape == (5, 4, 2, h, h) and cache.latents.dtype == torch.float32
     with torch.no_grad():
         expected = encode_video(vae, torch.from_numpy(windows[3].frames[None]))
     torch.testing.assert_close(cache.latents[3:4], expected, rtol=1e-5, atol=1e-5)
@@ -112,7 +114,8 @@ def test_reference_latent_is_the_first_frame_encoded_alone(vae, windows):
     first_frames = torch.from_numpy(np.stack([w.frames[:1] for w in windows]))  # [N, 1, H, W, 3]
     with torch.no_grad():
         alone = encode_video(vae, first_frames)
-    assert alone.shape == cache.reference_latents.shape == (5, 4, 1, 2, 2)
+    h = SIDE // spatial_ratio(vae)
+    assert alone.shape == cache.reference_latents.shape == (5, 4, 1, h, h)
     torch.testing.assert_close(cache.reference_latents, alone, rtol=1e-5, atol=1e-5)
     # ...while the later latent frames do depend on the later frames.
     assert not torch.allclose(cache.latents[:, :, 1:], cache.latents[:, :, :1].expand_as(cache.latents[:, :, 1:]))

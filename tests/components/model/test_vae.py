@@ -9,7 +9,10 @@ from components.model.vae import (
     encode_video,
     latent_frames,
     latent_stats,
+    load_vae,
     set_latent_stats,
+    spatial_ratio,
+    temporal_ratio,
     to_uint8_frames,
     to_vae_input,
 )
@@ -25,15 +28,32 @@ def clip(n_frames: int = 17, size: int = 32, seed: int = 0) -> torch.Tensor:
     return torch.randint(0, 256, (1, n_frames, size, size, 3), generator=g, dtype=torch.uint8)
 
 
-def test_compression_17_frames_to_5_latent_frames_at_8x(vae):
+def test_compression_17_frames_to_5_latent_frames_at_4x(vae):
     with torch.no_grad():
         latents = encode_video(vae, clip(17, 32))
-        assert latents.shape == (1, 16, 5, 4, 4)
+        assert latents.shape == (1, 16, 5, 8, 8)  # the toy VAE: dim_mult (1, 2, 2) = 4x in space
         video = decode_latents(vae, latents)
     assert video.shape == (1, 3, 17, 32, 32) and video.min() >= -1 and video.max() <= 1
     frames = to_uint8_frames(video)
     assert frames.shape == (1, 17, 32, 32, 3) and frames.dtype == torch.uint8
     assert latent_frames(17) == 5 and latent_frames(1) == 1
+
+
+@pytest.mark.parametrize("dim_mult, temporal, ratio", [((1, 2, 2), (True, True), 4), ((1, 2, 2, 2), (False, True, True), 8)])
+def test_the_vae_says_its_real_compression_also_after_a_reload(tmp_path, dim_mult, temporal, ratio):
+    # diffusers' own default is 8x whatever the blocks do: build_vae must state the real ratios, and the saved config
+    # must carry them, since every consumer (latents, bundle checks, inference) reads them from the loaded VAE.
+    vae = build_vae(VaeConfig(base_dim=8, z_dim=4, dim_mult=dim_mult, temperal_downsample=temporal)).eval()
+    vae.save_pretrained(tmp_path)
+    for model in (vae, load_vae(tmp_path)):
+        assert spatial_ratio(model) == ratio and temporal_ratio(model) == 4
+        with torch.no_grad():
+            assert encode_video(model, clip(5, 32)).shape == (1, 4, 2, 32 // ratio, 32 // ratio)
+
+
+def test_a_temporal_flag_per_downsampling_is_required():
+    with pytest.raises(ValueError, match="temperal_downsample needs len\\(dim_mult\\) - 1 = 3 entries"):
+        VaeConfig(dim_mult=(1, 2, 2, 2), temperal_downsample=(True, True))
 
 
 def test_layouts_and_dtypes_agree(vae):
@@ -51,7 +71,7 @@ def test_bad_inputs_are_named(vae):
     with pytest.raises(ValueError, match="4k\\+1 frames, got 16"):
         encode_video(vae, clip(16))
     with pytest.raises(ValueError, match="not a multiple"):
-        encode_video(vae, clip(17, 36))
+        encode_video(vae, clip(17, 34))
     with pytest.raises(ValueError, match="5-D"):
         encode_video(vae, torch.zeros(17, 32, 32, 3, dtype=torch.uint8))
     with pytest.raises(ValueError, match="latents must be"):
