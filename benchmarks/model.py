@@ -57,7 +57,7 @@ def bench_model(params_path: str = "params.yaml") -> list[Row]:
     rows.append(rate_row("pretrain_vae samples/s", seconds, batch, f"batch {batch} x {frames} frames, peak RSS {_peak_rss_mb():.0f} MB"))
 
     batch = params.phase1.batch_size
-    latents = torch.randn(batch, params.vae.z_dim, n_latent, res // 8, res // 8)
+    latents = torch.randn(batch, params.vae.z_dim, n_latent, res // 2 ** (len(params.vae.dim_mult) - 1), res // 2 ** (len(params.vae.dim_mult) - 1))
     audio = torch.randn(batch, frames, params.model.modulation.audio.tokens_per_frame, params.model.modulation.audio.in_dim)
     sigma = torch.rand(batch)
     x_t, target = add_noise(latents, torch.randn_like(latents), sigma)

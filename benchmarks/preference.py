@@ -40,7 +40,7 @@ def _steps(modes: tuple[str, ...] = ("flow_matching", "dpo"), params_path: str =
     cfg = phase_model_config(params, phase=2, variant="reshape")
     cfg = cfg.model_copy(update={"backbone": cfg.backbone.model_copy(update={"pretrained_path": None})})
     frames, res = params.data.frames, params.ingest.resolution
-    spatial = res // 8  # the toy VAE's 8x
+    spatial = res // 2 ** (len(params.vae.dim_mult) - 1)  # the VAE's spatial compression
     shape = (PAIRS, params.vae.z_dim, (frames - 1) // 4 + 1, spatial, spatial)
     audio = params.model.modulation.audio
     g = torch.Generator().manual_seed(0)

@@ -13,7 +13,7 @@ class WorldConfig(Strict):
     """The synthetic talking-portrait world (toy profile only)."""
 
     out_dir: str = "data/raw"
-    n_identities: int = Field(12, ge=1)
+    n_identities: int = Field(24, ge=1)
     clips_per_identity: int = Field(4, ge=1)
     resolution: int = Field(64, ge=32)
     fps: int = Field(25, ge=1)
@@ -173,7 +173,7 @@ class ShardConfig(Strict):
     # A local directory or s3://bucket/prefix (S3_ENDPOINT_URL / AWS_* env vars for the endpoint and keys).
     output: str = "data/shards"
     maxcount: int = Field(16, ge=1)
-    splits: dict[str, float] = {"train": 0.8, "val": 0.1, "test": 0.1}
+    splits: dict[str, float] = {"train": 0.625, "val": 0.125, "test": 0.25}
     seed: int = 0
 
     @model_validator(mode="after")

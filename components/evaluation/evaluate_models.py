@@ -72,7 +72,10 @@ def metric_sources(params: Params, expert: SyncExpert, scores: VideoScorer) -> d
         out["fid"] = f"Inception ({cfg.fid_extractor})"
     if cfg.fvd_extractor:
         out["fvd"] = f"I3D ({cfg.fvd_extractor})"
-    return out | (scores.landmarks.sources() if scores.landmarks else {})
+    if scores.landmarks is None:
+        return out
+    return out | {m: f"{text}, on the first {scores.landmark_n} of {scores.test.n} test windows"
+                  for m, text in scores.landmarks.sources().items()}
 
 
 def summarise_seeds(runs: list[Scores], seeds: list[int]) -> dict[str, dict]:
@@ -168,8 +171,10 @@ class VideoScorer:
         self.critic = critic_window_scorer(params, test.mouth_box, test.cache.audio_mel[: test.n].numpy())
         self.lip_truth = centred_truth(test.mouth_open)
         # lip / hand landmark metrics measured with mediapipe (when its extractor env exists); none -> reasons
+        self.landmark_n = test.n if cfg.landmark_windows is None else min(test.n, cfg.landmark_windows)
         self.landmarks, self.landmarks_unavailable = landmark_scorer(
-            cfg.landmark_metrics, truth, test.cache.audio_mel[: test.n].numpy(), params.ingest.keypoints.extractor_python)
+            cfg.landmark_metrics, truth[: self.landmark_n], test.cache.audio_mel[: self.landmark_n].numpy(),
+            params.ingest.keypoints.extractor_python)
 
     def sync_windows(self, video: np.ndarray) -> dict[str, np.ndarray]:
         """Per window: Sync-C, Sync-D and the AV offset (SyncNet protocol, each window one video)."""
@@ -216,7 +221,7 @@ class VideoScorer:
         if "fvd" in self.frechet:
             out["fvd"] = self.frechet["fvd"](video[:, 1:])
         if self.landmarks is not None:
-            out.update(self.landmarks(video))
+            out.update(self.landmarks(video[: self.landmark_n]))
         values.pop("sync_offset")  # a signed offset: its median is reported, a mean difference would mislead
         return out, WindowScores(values, opening)
 

@@ -298,7 +298,8 @@ def load_audio_file(path: Path) -> tuple[np.ndarray, int]:
 
 
 def load_pose_file(
-    path: Path, n_joints: int, image_size: tuple[int, int], fps: int, n_frames: int, crop: CentreCrop | None = None
+    path: Path, n_joints: int, image_size: tuple[int, int], fps: int, n_frames: int, crop: CentreCrop | None = None,
+    joints: tuple[str, ...] | None = None,
 ) -> np.ndarray:
     """talkalign-keypoints-v1 json in the reference image's pixels -> [n_frames, J, 3] as ingest transforms them.
 
@@ -310,6 +311,9 @@ def load_pose_file(
         keypoints, kp_fps = read_keypoints_json(path, n_joints)
     except KeypointError as exc:
         raise AnimateInputError(str(exc)) from exc
+    if joints is not None and tuple(keypoints.joints) != tuple(joints):  # the bundle records its layout
+        raise AnimateInputError(f"{path}: the pose lists joints [{', '.join(keypoints.joints)}], the model was trained "
+                                f"on [{', '.join(joints)}] (its bundle.json 'joints'): give the pose in that layout")
     width, height = image_size
     if (keypoints.width, keypoints.height) != (width, height):
         raise AnimateInputError(
@@ -370,7 +374,8 @@ def animate_files(
         if not skeleton.enabled:
             where = bundle.path or bundle.meta.variant
             raise AnimateInputError(f"{pose_path}: the model {where} has no skeleton conditioning")
-        pose = load_pose_file(Path(pose_path), skeleton.n_joints, source_size, fps, n_frames, square)
+        pose = load_pose_file(Path(pose_path), skeleton.n_joints, source_size, fps, n_frames, square,
+                              tuple(bundle.meta.joints) or None)
 
     frames = animate(bundle, image, audio, rate, pose, prompt, steps, guidance, seed, progress, threads)
     featurizer = featurizer_for(bundle)

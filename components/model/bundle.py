@@ -107,6 +107,7 @@ class BundleMeta(_Strict):
     sampling: SamplingConfig = SamplingConfig()
     default_prompt: str = ""  # the prompt the model was trained with; used when the caller gives none
     lineage: dict[str, Any] = {}
+    joints: list[str] = []  # the skeleton's joint layout (ingest.keypoints.joints); [] in bundles made before it
 
     @model_validator(mode="after")
     def _window(self) -> "BundleMeta":
@@ -134,6 +135,7 @@ class BundleMeta(_Strict):
             sampling=params.sampling,
             default_prompt=params.data.prompt,
             lineage=dict(lineage or {}),
+            joints=list(params.ingest.keypoints.joints),
         )
 
 

@@ -49,7 +49,7 @@ def test_repo_params_load_as_the_toy_profile():
     params = load_params(REPO / "params.yaml")
     assert params.profile == "toy"
     assert params.ingest.fps == 25 and params.world.fps == 25
-    assert params.shard.splits == {"train": 0.8, "val": 0.1, "test": 0.1}
+    assert params.shard.splits == {"train": 0.625, "val": 0.125, "test": 0.25}
 
 
 def test_output_paths_are_params():

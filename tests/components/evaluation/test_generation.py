@@ -8,15 +8,17 @@ import torch
 from components.config import SamplingConfig
 from components.data.latents import LatentCache
 from components.evaluation.generation import generate_test_windows, window_noise
+from components.model.vae import spatial_ratio
 
 FRAMES = 17
+RES = 32  # decoded frame side of the fabricated latents
 
 
 def _cache(bundle, n: int = 3) -> LatentCache:
     g = torch.Generator().manual_seed(0)
-    z = bundle.vae.config.z_dim
+    z, side = bundle.vae.config.z_dim, RES // spatial_ratio(bundle.vae)
     return LatentCache(
-        latents=torch.randn(n, z, 5, 4, 4, generator=g),
+        latents=torch.randn(n, z, 5, side, side, generator=g),
         audio_mel=torch.randn(n, FRAMES, 4, 40, generator=g),
         audio_wav2vec=torch.randn(n, FRAMES, 2, 32, generator=g),
         pose=torch.rand(n, FRAMES, 10, 3, generator=g),
@@ -27,7 +29,7 @@ def _cache(bundle, n: int = 3) -> LatentCache:
         clip_ids=[f"c{i}" for i in range(n)],
         identities=[f"p{i}" for i in range(n)],
         vae_config_digest="x", vae_weights_digest="y", latents_mean=[0.0] * z, latents_std=[1.0] * z,
-        cond_latents=torch.randn(n, z, 5, 4, 4, generator=g),
+        cond_latents=torch.randn(n, z, 5, side, side, generator=g),
     )
 
 
@@ -37,7 +39,7 @@ def test_batched_sampling_matches_one_window_at_a_time(make_tiny_bundle):
     sampling = SamplingConfig(steps=3, audio_guidance=2.0, seed=0)
     alone = generate_test_windows(bundle, cache, sampling, sample_batch_size=1).frames
     batched = generate_test_windows(bundle, cache, sampling, sample_batch_size=2).frames  # a batch of 2, then 1
-    assert alone.shape == (3, FRAMES, 32, 32, 3)
+    assert alone.shape == (3, FRAMES, RES, RES, 3)
     assert np.abs(alone.astype(int) - batched.astype(int)).max() <= 1  # float rounding of batched kernels only
     other_seed = generate_test_windows(bundle, cache, sampling.model_copy(update={"seed": 1}), sample_batch_size=2).frames
     assert np.abs(other_seed.astype(int) - batched.astype(int)).mean() > 1.0

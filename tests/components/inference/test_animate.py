@@ -6,6 +6,7 @@ import pytest
 import soundfile as sf
 from PIL import Image
 
+from components.config import KeypointConfig
 from components.data.windows import normalise_mel
 from components.inference.animate import (
     AnimateInputError,
@@ -68,13 +69,16 @@ def files(tmp_path) -> dict[str, Path]:
     return {"image": image, "audio": audio}
 
 
-def keypoints_json(path: Path, width: int, height: int, n_frames: int, n_joints: int = 10, fps: float = 25.0) -> Path:
+def keypoints_json(path: Path, width: int, height: int, n_frames: int, n_joints: int = 10, fps: float = 25.0,
+                   joints: list[str] | None = None) -> Path:
+    """A pose in the default joint layout (the tiny bundles' ingest.keypoints.joints) unless `joints` says otherwise."""
+    joints = joints or list(KeypointConfig().joints)[:n_joints] + [f"j{i}" for i in range(len(KeypointConfig().joints), n_joints)]
     t = np.arange(n_frames)[:, None] / fps
     x = width * (0.2 + 0.6 * np.arange(n_joints) / max(1, n_joints - 1) + 0.05 * np.sin(2 * np.pi * t))
     y = np.broadcast_to(height * (0.3 + 0.4 * (np.arange(n_joints) % 3) / 2), x.shape)
     frames = np.stack([x, y, np.ones_like(x)], axis=-1)
     data = {"format": "talkalign-keypoints-v1", "fps": fps, "width": width, "height": height,
-            "joints": [f"j{i}" for i in range(n_joints)], "frames": frames.tolist()}
+            "joints": joints, "frames": frames.tolist()}
     path.write_text(json.dumps(data))
     return path
 
@@ -137,6 +141,9 @@ def test_pose_file_conditions_a_skeleton_model(skeleton_bundle, files, tmp_path)
     animate_files(files["image"], files["audio"], tmp_path / "null.mp4", skeleton_bundle, steps=STEPS, seed=1)
     assert posed.shape == (38, RES, RES, 3)
     assert not np.array_equal(posed, decode_video(tmp_path / "null.mp4").frames)  # the pose reaches the frames
+    renamed = keypoints_json(tmp_path / "renamed.json", 100, 80, n_frames=20, joints=[f"j{i}" for i in range(10)])
+    with pytest.raises(AnimateInputError, match=r"renamed.json: the pose lists joints \[j0, .*the model was trained on \[head, neck"):
+        animate_files(files["image"], files["audio"], tmp_path / "x.mp4", skeleton_bundle, pose_path=renamed, steps=STEPS)
 
 
 def test_animate_files_writes_mp4_with_muxed_audio(bundle_dir, files, tmp_path):

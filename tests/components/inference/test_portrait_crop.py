@@ -11,6 +11,7 @@ import pytest
 import soundfile as sf
 from PIL import Image
 
+from components.config import KeypointConfig
 from components.data.extractor_client import DEFAULT_PYTHON
 from components.inference.animate import AnimateInputError, animate_files, load_pose_file
 from components.inference.portrait_crop import PortraitCropError, crop_portrait
@@ -91,7 +92,7 @@ def pose_json(path, width: int, height: int, xy: np.ndarray) -> str:
     """A talkalign-keypoints-v1 file of xy [T, J, 2] (pixels of a width x height image), confidence 1."""
     frames = np.concatenate([xy, np.ones((*xy.shape[:2], 1))], axis=-1)
     path.write_text(json.dumps({"format": "talkalign-keypoints-v1", "fps": 25, "width": width, "height": height,
-                                "joints": [f"j{i}" for i in range(xy.shape[1])], "frames": frames.tolist()}))  # fmt: skip
+                                "joints": list(KeypointConfig().joints)[: xy.shape[1]], "frames": frames.tolist()}))  # fmt: skip
     return str(path)
 
 

@@ -57,7 +57,7 @@ def test_round_trip_through_the_stock_reader(ingested, tmp_path):
 
 def test_too_few_identities_leave_a_split_empty_and_reading_it_says_so(tmp_path, make_ingested):
     ingested = make_ingested(tmp_path / "ingested", n_identities=2, clips_per_identity=2)
-    index = write_shards(cfg(), ingested, tmp_path / "out", progress=False)
+    index = write_shards(cfg(splits={"train": 0.8, "val": 0.1, "test": 0.1}), ingested, tmp_path / "out", progress=False)
     empty = [s for s, idx in index.splits.items() if idx.n_samples == 0]
     assert empty == ["test"] and index.splits["test"].shards == []  # train and val got one identity each
     with pytest.raises(ValueError, match=rf"split '{empty[0]}' has no shards"):
