@@ -39,7 +39,7 @@ class EvaluationConfig(Strict):
     # the extractor env (.venv-extract, `make setup`) exists, else listed as not measured; on = fail without it.
     landmark_metrics: Literal["auto", "on", "off"] = "auto"
     # ... on the first N test windows (mediapipe costs ~36 ms a frame on this box); null = every window
-    landmark_windows: int | None = Field(16, ge=1)
+    landmark_windows: int | None = Field(12, ge=1)
     grid_windows: int = Field(3, ge=0)  # test windows shown side by side (reference | truth | variants) as mp4
     report_path: str = "reports/report.md"
     plots_dir: str = "reports/plots"  # <metric>.csv per metric, for `dvc plots`
@@ -51,7 +51,7 @@ class EvaluationConfig(Strict):
     extra_seeds: list[int] = [1]
     # (variant, baseline) pairs the report compares: paired differences over the same windows and seeds, with a
     # bootstrap CI over windows (and over the sampling seeds both were drawn with); beyond noise = CI excludes 0.
-    comparisons: list[tuple[str, str]] = [("dpo", "phase2"), ("tlpo", "dpo")]
+    comparisons: list[tuple[str, str]] = [("dpo", "phase2"), ("tlpo", "dpo"), ("phase1_reshape", "phase1_downsample")]
     seed_noise_path: str = "reports/seed_noise.json"
     bootstrap_resamples: int = Field(2000, ge=100)  # resamples of every bootstrap CI (95 %, percentile)
     bootstrap_seed: int = 0  # of the resampling, so the report and claims are reproducible

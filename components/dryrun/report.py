@@ -71,9 +71,11 @@ def table(params: Params, measures: list[StepMeasure], hw: Hardware = Hardware()
         total_h += hours or 0.0
         breakdown = " + ".join(f"{v / GB:.1f}" for v in parts.values()) if m.trains else f"{parts['weights'] / GB:.1f} (weights; no-grad)"
         iters_text = f"{iters:,}" if iters else "-"
+        trainable = _count(m.trainable_params) if m.trainable_params < 1e8 else f"{m.trainable_params / 1e6:,.0f} M"
+        tflop = f"{m.flops / 1e12:,.0f}" if m.flops >= 1e13 else f"{m.flops / 1e12:.3f}"  # the judges: < 1 TFLOP
         hours_text = f"{hours:,.0f}" if hours is not None else "-"
         lines.append(
-            f"| {m.stage}{'' if m.sharded else ' (1 GPU)'} | {_count(m.total_params)} | {m.trainable_params / 1e6:,.0f} M | {m.flops / 1e12:,.0f} | "
+            f"| {m.stage}{'' if m.sharded else ' (1 GPU)'} | {_count(m.total_params)} | {trainable} | {tflop} | "
             f"{m.clips} x {m.tokens_per_clip:,} | {breakdown} = **{total / GB:.1f} GB** | {fits} | "
             f"{one / GB:.0f} GB, {'yes' if one < 0.9 * 141 * GB else 'no'} | {seconds:.1f} s | {iters_text} | {hours_text} |"
         )
