@@ -13,6 +13,7 @@ import pytest
 import yaml
 from PIL import Image
 
+from components.config import Params
 from components.io.video import decode_video
 from flows import data, train
 from flows.cli import main as cli_main
@@ -108,7 +109,8 @@ def test_training_stages_then_animate(tmp_path, monkeypatch, prefect_api_url):
         assert "fid" not in metrics[name]  # no extractor given: unavailable, never computed with random weights
     report = Path("reports/report.md").read_text()
     noise = json.loads(Path("reports/seed_noise.json").read_text())
-    assert set(noise) == {"phase2", "dpo", "tlpo"} and set(noise["dpo"]["sync_c"]["values"]) == {"0", "1", "2"}
+    seeds = {str(s) for s in [Params().sampling.seed, *Params().evaluation.extra_seeds]}  # the profile's seeds
+    assert set(noise) == {"phase2", "dpo", "tlpo"} and set(noise["dpo"]["sync_c"]["values"]) == seeds and len(seeds) > 1
     assert noise["dpo"]["psnr"]["values"]["0"] == pytest.approx(metrics["dpo"]["psnr"])
     assert "### Seed noise" in report and "### dpo − phase2" in report and "95 % CI" in report
     claims = json.loads(Path("reports/claims.json").read_text())["claims"]
