@@ -313,14 +313,14 @@ class PortraitModel(nn.Module):
         drop = {"audio": drop_audio, "skeleton": drop_pose}
         with frozen_precision_autocast(self, noisy_latents.device):
             motion = self.motion_tokens(audio_feats, pose, n_latent, batch, drop, noisy_latents)
-        with self._bound_motion(motion), frozen_precision_autocast(self, noisy_latents.device):
-            velocity = tf(
-                hidden,
-                timestep=timestep,
-                encoder_hidden_states=text_emb,
-                encoder_hidden_states_image=None if image_emb is None else image_emb.to(noisy_latents.dtype),
-                return_dict=False,
-            )[0]
+            with self._bound_motion(motion):
+                velocity = tf(
+                    hidden,
+                    timestep=timestep,
+                    encoder_hidden_states=text_emb,
+                    encoder_hidden_states_image=None if image_emb is None else image_emb.to(noisy_latents.dtype),
+                    return_dict=False,
+                )[0]
         return velocity.to(noisy_latents.dtype)
 
     # -- persistence

@@ -130,7 +130,7 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def _write_json(path: Path, obj: Any) -> None:
+def write_json_synced(path: Path, obj: Any) -> None:
     with open(path, "w") as f:
         json.dump(obj, f, indent=1)
         f.flush()
@@ -184,7 +184,7 @@ def save_checkpoint(
         _save_tensors(tmp / MODEL_FILE, model_state)
         optim_skeleton, optim_tensors = flatten_state(dict(optimizer_state))
         _save_tensors(tmp / OPTIM_TENSORS_FILE, optim_tensors)
-        _write_json(tmp / OPTIM_JSON_FILE, optim_skeleton)
+        write_json_synced(tmp / OPTIM_JSON_FILE, optim_skeleton)
         write_side_files(tmp, scheduler_state, rng_states)
         state = {
             "format": FORMAT_VERSION,
@@ -194,7 +194,7 @@ def save_checkpoint(
             "model_entries": {k: list(v.shape) for k, v in model_state.items()},
             "extra": dict(extra or {}),
         }
-        _write_json(tmp / STATE_FILE, state)  # last: documents a complete directory
+        write_json_synced(tmp / STATE_FILE, state)  # last: documents a complete directory
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -208,12 +208,12 @@ def write_side_files(
     sched_skeleton, sched_tensors = flatten_state(dict(scheduler_state))
     if sched_tensors:
         raise TypeError(f"scheduler state holds tensors {list(sched_tensors)}: not supported")
-    _write_json(directory / SCHEDULER_FILE, sched_skeleton)
+    write_json_synced(directory / SCHEDULER_FILE, sched_skeleton)
     rng_tensors: dict[str, torch.Tensor] = {}
     for rank, rng in enumerate(rng_states):
         rng_tensors.update(rng.to_tensors(prefix=f"rank{rank}/"))
     _save_tensors(directory / RNG_TENSORS_FILE, rng_tensors)
-    _write_json(directory / RNG_JSON_FILE, [{"numpy": r.numpy, "python": r.python} for r in rng_states])
+    write_json_synced(directory / RNG_JSON_FILE, [{"numpy": r.numpy, "python": r.python} for r in rng_states])
 
 
 def partial_name(root: Path, step: int, token: str) -> Path:
@@ -284,7 +284,7 @@ def find_latest_checkpoint(root: str | Path) -> Path | None:
     return found[-1] if found else None
 
 
-def _read_json(path: Path) -> Any:
+def read_checkpoint_json(path: Path) -> Any:
     try:
         return json.loads(path.read_text())
     except (OSError, ValueError) as exc:
@@ -298,7 +298,7 @@ def read_checkpoint_state(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not (path / STATE_FILE).is_file():
         raise CheckpointError(f"{path}: incomplete checkpoint, missing {[STATE_FILE]}")
-    state = _read_json(path / STATE_FILE)
+    state = read_checkpoint_json(path / STATE_FILE)
     if state.get("format") != FORMAT_VERSION:
         raise CheckpointError(f"{path}: checkpoint format {state.get('format')!r}, expected {FORMAT_VERSION}")
     state.setdefault("layout", "full")
@@ -353,7 +353,7 @@ def compare_model_entries(path: Path, stored: Mapping[str, list[int]], model: nn
 
 def load_rng_states(path: Path) -> list[RngState]:
     tensors = load_file(str(path / RNG_TENSORS_FILE))
-    states = _read_json(path / RNG_JSON_FILE)
+    states = read_checkpoint_json(path / RNG_JSON_FILE)
     return [RngState.from_tensors(tensors, s["numpy"], s["python"], prefix=f"rank{r}/")
             for r, s in enumerate(states)]
 
@@ -386,7 +386,7 @@ def load_checkpoint(
     check_model_entries(path, model)
     distributed = dist.is_available() and dist.is_initialized()
     rank, world = (dist.get_rank(), dist.get_world_size()) if distributed else (0, 1)
-    optim_skeleton = _read_json(path / OPTIM_JSON_FILE)
+    optim_skeleton = read_checkpoint_json(path / OPTIM_JSON_FILE)
     if rank == 0:
         model_state = load_file(str(path / MODEL_FILE))
         optim_state = unflatten_state(optim_skeleton, load_file(str(path / OPTIM_TENSORS_FILE)))
@@ -403,15 +403,22 @@ def load_checkpoint(
     except (KeyError, RuntimeError, ValueError) as exc:
         raise CheckpointError(f"{path}: could not load the model/optimizer state: {exc}") from exc
     drop_unsaved_optimizer_state(model, optimizer, set(optim_skeleton.get("state", {})))
-    scheduler.load_state_dict(unflatten_state(_read_json(path / SCHEDULER_FILE), {}))
-    if restore_rng:
-        rngs = load_rng_states(path)
-        if len(rngs) == world:
-            restore_rng_state(rngs[rank])
-        else:
-            log.warning("%s: saved by %d processes, loading into %d: RNG states not restored (seeded afresh)",
-                        path, len(rngs), world)
+    restore_scheduler_and_rng(path, scheduler, rank, world, restore_rng)
     return int(state["step"])
+
+
+def restore_scheduler_and_rng(path: Path, scheduler, rank: int, world: int, restore_rng: bool) -> None:
+    """The last part of loading either layout: the LR scheduler, and this process's RNG states when the checkpoint
+    was written by as many processes (otherwise the run is seeded afresh, with a warning)."""
+    scheduler.load_state_dict(unflatten_state(read_checkpoint_json(path / SCHEDULER_FILE), {}))
+    if not restore_rng:
+        return
+    rngs = load_rng_states(path)
+    if len(rngs) == world:
+        restore_rng_state(rngs[rank])
+    else:
+        log.warning("%s: saved by %d processes, loading into %d: RNG states not restored (seeded afresh)",
+                    path, len(rngs), world)
 
 
 def load_latest_checkpoint(

@@ -49,15 +49,13 @@ from components.train import checkpoint as ckpt
 from components.train.checkpoint import (
     FORMAT_VERSION,
     OPTIM_JSON_FILE,
-    SCHEDULER_FILE,
     SHARDED_DIR,
     STATE_FILE,
     CheckpointError,
     compare_model_entries,
     drop_unsaved_optimizer_state,
-    load_rng_states,
 )
-from components.train.rng_state import RngState, restore_rng_state
+from components.train.rng_state import RngState
 from components.train.state_tree import flatten_state, unflatten_state
 
 log = logging.getLogger(__name__)
@@ -135,7 +133,7 @@ def save_sharded_checkpoint(
     final = root / ckpt.checkpoint_name(step)
     if rank == 0:
         try:
-            ckpt._write_json(tmp / OPTIM_JSON_FILE, skeleton)
+            ckpt.write_json_synced(tmp / OPTIM_JSON_FILE, skeleton)
             ckpt.write_side_files(tmp, scheduler_state, rng_states)
             state = {
                 "format": FORMAT_VERSION,
@@ -146,7 +144,7 @@ def save_sharded_checkpoint(
                 "shards": {p.name: p.stat().st_size for p in sorted((tmp / SHARDED_DIR).iterdir())},
                 "extra": dict(extra or {}),
             }
-            ckpt._write_json(tmp / STATE_FILE, state)  # last: documents a complete directory
+            ckpt.write_json_synced(tmp / STATE_FILE, state)  # last: documents a complete directory
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
@@ -183,7 +181,7 @@ def load_sharded_checkpoint(
     if state["layout"] != "sharded":
         raise CheckpointError(f"{path}: a {state['layout']} checkpoint: load it with checkpoint.load_checkpoint")
     compare_model_entries(path, state["model_entries"], model)
-    skeleton = ckpt._read_json(path / OPTIM_JSON_FILE)
+    skeleton = ckpt.read_checkpoint_json(path / OPTIM_JSON_FILE)
     model_state, optim_state = _sharded_state(model, optimizer)
     _, live = _flat_tensors(model_state, optim_state)
     wanted = [MODEL_PREFIX + k for k in model_state] + [OPTIM_PREFIX + k for k in _tensor_keys(skeleton)]
@@ -209,13 +207,6 @@ def load_sharded_checkpoint(
     except (KeyError, RuntimeError, ValueError) as exc:
         raise CheckpointError(f"{path}: could not load the model/optimizer state: {exc}") from exc
     drop_unsaved_optimizer_state(model, optimizer, set(skeleton.get("state", {})))
-    scheduler.load_state_dict(unflatten_state(ckpt._read_json(path / SCHEDULER_FILE), {}))
-    if restore_rng:
-        _, rank, world = _world()
-        rngs = load_rng_states(path)
-        if len(rngs) == world:
-            restore_rng_state(rngs[rank])
-        else:
-            log.warning("%s: saved by %d processes, loading into %d: RNG states not restored (seeded afresh)",
-                             path, len(rngs), world)
+    _, rank, world = _world()
+    ckpt.restore_scheduler_and_rng(path, scheduler, rank, world, restore_rng)
     return int(state["step"])

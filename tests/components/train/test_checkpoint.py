@@ -100,14 +100,14 @@ def test_crash_inside_save_leaves_previous_checkpoint_and_nothing_partial(tmp_pa
     _save(tmp_path, 5, model, opt, sched)
     good = {k: v.clone() for k, v in model.state_dict().items()}
 
-    real_write_json = ckpt._write_json
+    real_write_json = ckpt.write_json_synced
 
     def crash_on_scheduler(path: Path, obj) -> None:
         if path.name == "scheduler.json":
             raise OSError("disk full (simulated)")
         real_write_json(path, obj)
 
-    monkeypatch.setattr(ckpt, "_write_json", crash_on_scheduler)
+    monkeypatch.setattr(ckpt, "write_json_synced", crash_on_scheduler)
     with torch.no_grad():
         model.head.weight.add_(1.0)
     with pytest.raises(OSError, match="disk full"):

@@ -70,14 +70,14 @@ def test_round_trip_restores_weights_optimizer_and_scheduler(tmp_path: Path):
 def test_crash_before_state_json_leaves_the_previous_checkpoint(tmp_path: Path, monkeypatch):
     model, opt, sched = _trained()
     _save(tmp_path, 2, model, opt, sched)
-    real = ckpt._write_json
+    real = ckpt.write_json_synced
 
     def crash_on_state(path: Path, obj) -> None:
         if path.name == "state.json":
             raise OSError("disk full (simulated)")
         real(path, obj)
 
-    monkeypatch.setattr(ckpt, "_write_json", crash_on_state)
+    monkeypatch.setattr(ckpt, "write_json_synced", crash_on_state)
     with pytest.raises(OSError, match="disk full"):
         _save(tmp_path, 4, model, opt, sched)
     monkeypatch.undo()
