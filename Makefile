@@ -13,7 +13,7 @@ export MLFLOW_DISABLE_TELEMETRY ?= true
 export GX_ANALYTICS_ENABLED ?= false
 export DO_NOT_TRACK ?= 1
 
-.PHONY: setup system-deps extractor-env run test bench gpu-check clean app
+.PHONY: setup system-deps extractor-env run test bench gpu-check clean app ablations
 
 setup: $(STAMP) extractor-env system-deps
 
@@ -65,6 +65,10 @@ bench: setup
 # On a GPU machine: the 1.3B architecture in bf16, one phase-1 step, one DPO step, one 4-step sample (benchmarks/gpu_check.py).
 gpu-check: setup
 	$(BIN)/python -m benchmarks.gpu_check
+
+# The preference ablations as DVC experiments of the committed params -> reports/ablations.md (README "Preference ablations").
+ablations: setup
+	$(BIN)/talkalign ablations $(ABLATION_ARGS)
 
 # The browser app on 127.0.0.1:7860 (animate, rate, compare, admin); flags: `make app APP_ARGS="--candidates data/candidates"`.
 app: setup

@@ -4,6 +4,7 @@
     talkalign synthesize [--params params.yaml] [--set world.n_identities=4 ...]
     talkalign animate --image ref.png --audio speech.wav --model models:/talkalign@champion -o out.mp4
     talkalign promote VERSION --reason TEXT  |  talkalign rollback [--reason TEXT]
+    talkalign ablations [--only NAME ...] [--table-only]   (infra/ablations/preference.yaml -> reports/ablations.md)
 
 A failure ends in one line on stderr and exit code 1; `talkalign --debug ...` shows the traceback instead.
 """
@@ -38,6 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     importlib.import_module("flows.deployments").add_parsers(sub)  # pipeline, serve, repro
     importlib.import_module("flows.app_cli").add_parsers(sub)  # app, label-studio
     importlib.import_module("flows.dryrun_cli").add_parsers(sub)  # dryrun
+    importlib.import_module("flows.ablations_cli").add_parsers(sub)  # ablations
     for name, (_, help_text) in stages.STAGES.items():
         stage = sub.add_parser(name, help=help_text)
         stage.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
@@ -164,6 +166,8 @@ def run(args: argparse.Namespace) -> int:
         return importlib.import_module("flows.dryrun_cli").run_command(args)
     if args.command in ("app", "label-studio"):
         return importlib.import_module("flows.app_cli").run_command(args)
+    if args.command == "ablations":
+        return importlib.import_module("flows.ablations_cli").run_command(args)
     return run_stage(args)
 
 

@@ -51,12 +51,22 @@ def _lookup(tree: dict[str, Any], dotted: str) -> Any:
     return value
 
 
-def _interpolate(text: str, params: dict[str, Any], item: Any = None) -> str:
+def _interpolate(text: str, params: dict[str, Any], item: Any = None, key: Any = None) -> str:
     def value(match: re.Match) -> str:
-        key = match.group(1)
-        return str(item) if key == "item" else str(_lookup(params, key))
+        name = match.group(1)
+        return str(item) if name == "item" else str(key) if name == "key" else str(_lookup(params, name))
 
     return re.sub(r"\$\{([^}]+)\}", value, text)
+
+
+def _foreach_items(foreach: Any, params: dict[str, Any]) -> list[tuple[Any, Any]]:
+    """(key, item) per generated stage: a list gives (item, item), a dict (key, value); `${a.b}` names params."""
+    if isinstance(foreach, str):
+        match = re.fullmatch(r"\$\{([^}]+)\}", foreach.strip())
+        foreach = _lookup(params, match.group(1)) if match else foreach
+    if isinstance(foreach, dict):
+        return list(foreach.items())
+    return [(item, item) for item in foreach]
 
 
 def _paths(entries: list[Any]) -> list[str]:
@@ -74,11 +84,11 @@ def load_stages(dvc_yaml: Path = REPO / "dvc.yaml", params: dict[str, Any] | Non
         params = yaml.safe_load((dvc_yaml.parent / "params.yaml").read_text())
     stages = []
     for name, spec in yaml.safe_load(dvc_yaml.read_text())["stages"].items():
-        items = [(name, spec, None)]
+        items = [(name, spec, None, None)]
         if "foreach" in spec:
-            items = [(f"{name}@{item}", spec["do"], item) for item in spec["foreach"]]
-        for stage_name, body, item in items:
-            resolve = lambda text: _interpolate(str(text), params, item)  # noqa: E731
+            items = [(f"{name}@{key}", spec["do"], item, key) for key, item in _foreach_items(spec["foreach"], params)]
+        for stage_name, body, item, key in items:
+            resolve = lambda text: _interpolate(str(text), params, item, key)  # noqa: E731
             outs = [*_paths(body.get("outs")), *_paths(body.get("metrics")), *_paths(body.get("plots"))]
             stages.append(Stage(
                 name=stage_name,

@@ -21,8 +21,7 @@ from components.tracking import stage_run
 @flow(name="evaluate", log_prints=True)
 def evaluate_flow(params_path: str = "params.yaml", overrides: dict | None = None) -> dict:
     params = load_params(params_path, overrides)
-    cfg = params.evaluation
-    inputs = [params.data.latents_dir, params.sync_expert.out_dir, *cfg.models.values()]
+    inputs = [params.data.latents_dir, params.sync_expert.out_dir, *params.evaluated_models().values()]
     with stage_run("evaluate", params, section="evaluation", inputs=inputs):
         evaluation = evaluate_models(params)
         files = write_evaluation(params, evaluation)
@@ -43,4 +42,12 @@ def evaluate_flow(params_path: str = "params.yaml", overrides: dict | None = Non
                         "evaluation.json")
         mlflow.set_tag("talkalign.sync_expert", expert.source)
         mlflow.log_metrics({f"mouth_reader.{k}": v for k, v in evaluation.reader_scores.items()})
+        if files.rounds_figure is not None:
+            mlflow.log_artifact(str(files.rounds_figure), artifact_path="figures")
+        for k, name in enumerate(params.rounds.schedule, start=1):  # each online round's model: a run of its own
+            with mlflow.start_run(run_name=f"evaluate:{name}", nested=True,
+                                  tags={"talkalign.stage": "evaluate_round", "talkalign.round": name}):
+                mlflow.log_params({"round": k, "model": params.rounds.model_dir(name),
+                                   "policy": params.rounds.schedule[name]})
+                mlflow.log_metrics({key: v for key, v in evaluation.results[name].items() if np.isfinite(v)})
         return evaluation.results

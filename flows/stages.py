@@ -32,12 +32,14 @@ STAGES: dict[str, tuple[str, str]] = {
     "pairs": ("flows.preference:pairs_flow", "preference pairs (composite and per dimension) from the ratings"),
     "dpo": ("flows.alignment:dpo_flow", "Flow-DPO of the phase-2 model on curated pairs (LoRA; reference = adapters off)"),
     "tlpo": ("flows.alignment:tlpo_flow", "TLPO: a LoRA expert per preference dimension, fused by a (timestep, layer) gate"),
+    "round": ("flows.rounds:round_flow", "one online preference round: the policy's own candidates, rated, paired, Flow-DPO"),
     "evaluate": ("flows.evaluate:evaluate_flow", "every model variant on the same held-out test windows"),
     "register": ("flows.register:register_flow", "register the evaluated model in MLflow; champion if the gates pass"),
 }
 # Stage options beyond --params/--set: sub-command -> {flag: (flow keyword, help)}.
 STAGE_OPTIONS: dict[str, dict[str, tuple[str, str]]] = {
     "phase1": {"--variant": ("variant", "temporal motion modulation: reshape (ours), half (audio/2), downsample (audio/4)")},
+    "round": {"--name": ("name", "the rounds.schedule entry to run (default: the first)")},
 }
 
 

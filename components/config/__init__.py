@@ -52,6 +52,7 @@ from components.config.preference import (
     CriticConfig,
     GeneratorSpec,
     PairsConfig,
+    RoundsConfig,
 )
 from components.config.train import (
     DpoConfig,
@@ -73,7 +74,7 @@ __all__ = [
     "CandidatesConfig", "CriticConfig", "DpoConfig", "EvaluationConfig", "FlowTrainConfig", "GeneratorSpec", "ImageEncoderConfig",
     "IngestConfig", "KeypointConfig", "LoraTarget", "ModulationConfig", "NullMode", "OptimConfig", "PairsConfig",
     "Params", "ParamsError", "Phase1Config", "Phase2Config", "PortraitModelConfig", "PreferenceTrainConfig",
-    "PretrainDitConfig", "PromotionGate", "RegistryConfig", "SamplingConfig", "ShardConfig",
+    "PretrainDitConfig", "PromotionGate", "RegistryConfig", "RoundsConfig", "SamplingConfig", "ShardConfig",
     "SkeletonModulationConfig", "Strict", "SyncExpertConfig", "TemporalVariant", "TextEncoderConfig", "TlpoConfig",
     "TrackingConfig", "TrainLoopConfig", "TrainingDataConfig", "VaeConfig", "VaePretrainConfig", "ValidationConfig",
     "Wav2Vec2Tiny", "WorldConfig", "load_params", "parse_overrides", "valid_keys",

@@ -26,7 +26,16 @@ class EvaluationConfig(Strict):
         "dpo": "models/dpo",
         "tlpo": "models/tlpo/gated",
         "tlpo_uniform": "models/tlpo/uniform",
+        "tlpo_expert_lip_sync": "models/tlpo/expert_lip_sync",  # each TLPO expert alone: single-dimension DPO
+        "tlpo_expert_motion": "models/tlpo/expert_motion",
+        "tlpo_expert_quality": "models/tlpo/expert_quality",
     }
+    # Variants also generated with the audio zeroed (lip_corr / sync_c_audio_zeroed: with no audio the lips must
+    # fail); the others skip that second generation.
+    audio_zeroed_variants: list[str] = ["phase1_reshape", "phase1_half", "phase1_downsample", "phase2"]
+    # Evaluate only these variants (names of evaluation.models or rounds.schedule); None: every one. The ablation
+    # experiments (infra/ablations/) set [phase2, dpo]: their table compares those two only.
+    variants: list[str] | None = None
     max_windows: int | None = None  # None: every test window
     metrics_path: str = "reports/metrics.json"
     # The official SyncNet weights (syncnet_python's syncnet_v2.model, a local file); None: the expert the

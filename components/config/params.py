@@ -13,7 +13,7 @@ from components.config.data import IngestConfig, ShardConfig, TrainingDataConfig
 from components.config.errors import ParamsError, describe
 from components.config.evaluation import EvaluationConfig, RegistryConfig, SamplingConfig, TrackingConfig
 from components.config.model import PortraitModelConfig, VaeConfig
-from components.config.preference import AnnotateConfig, CandidatesConfig, CriticConfig, PairsConfig
+from components.config.preference import AnnotateConfig, CandidatesConfig, CriticConfig, PairsConfig, RoundsConfig
 from components.config.train import (
     DpoConfig,
     Phase1Config,
@@ -64,7 +64,28 @@ class Params(Strict):
     pairs: PairsConfig = PairsConfig()
     dpo: DpoConfig = DpoConfig()
     tlpo: TlpoConfig = TlpoConfig()
+    rounds: RoundsConfig = RoundsConfig()
     tracking: TrackingConfig = TrackingConfig()
+
+    def evaluated_models(self) -> dict[str, str]:
+        """Every variant the evaluate stage scores, name -> bundle directory: evaluation.models, then each online
+        round's model under the round's name (the registry can register any of them)."""
+        rounds = {name: self.rounds.model_dir(name) for name in self.rounds.schedule}
+        clash = sorted(set(rounds) & set(self.evaluation.models))
+        if clash:
+            raise ValueError(f"rounds.schedule names {clash} are evaluation.models keys too: rename the rounds")
+        return {**self.evaluation.models, **rounds}
+
+    @model_validator(mode="after")
+    def _rounds_chain(self) -> Params:
+        """Each online round starts from the policy the previous one made (the first from dpo.output)."""
+        previous = self.dpo.output
+        for name, start in self.rounds.schedule.items():
+            if start.rstrip("/") != previous.rstrip("/"):
+                raise ValueError(f"rounds.schedule.{name} starts from {start!r}, but the policy before it is "
+                                 f"{previous!r}: set rounds.schedule.{name}: {previous}")
+            previous = self.rounds.model_dir(name)
+        return self
 
     @model_validator(mode="after")
     def _wire_followed_keys(self) -> Params:

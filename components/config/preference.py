@@ -35,6 +35,9 @@ class CandidatesConfig(Strict):
     out_dir: str = "data/candidates"
     split: str = "train"  # the preference split: conditioning windows come from here, never from val/test
     windows: int = Field(32, ge=1)  # evenly spaced windows of the split's latent cache
+    # where in the gap between two evenly spaced windows to take each one (0 = at the left end): online round k of
+    # R takes phase k / (R + 1), so every round rates windows no earlier round has seen
+    window_phase: float = Field(0.0, ge=0, lt=1)
     sampling_steps: int = Field(10, ge=1)
     batch_size: int = Field(8, ge=1)
     shard_maxcount: int = Field(64, ge=1)
@@ -98,3 +101,28 @@ class PairsConfig(Strict):
         if unknown or not any(w > 0 for w in self.weights.values()):
             raise ValueError(f"pairs.weights: dimensions must be among {DIMENSIONS} with one positive, got {self.weights}")
         return self
+
+
+class RoundsConfig(Strict):
+    """Online preference rounds after dpo (beyond both papers). Round k samples candidates from the current policy
+    (the model it starts from), rates them (annotate.source), curates composite pairs (pairs.*) and fine-tunes that
+    policy with Flow-DPO (dpo.*, `steps` here): the reference is the policy the round started from, so each round
+    refreshes it. dvc.yaml runs one `round@<name>` stage per entry of `schedule`, in order."""
+
+    # round -> the policy it starts from: the first round from dpo.output, each next one from the last one's model
+    # (`<out_dir>/<previous round>`; Params checks the chain). {} = no rounds.
+    schedule: dict[str, str] = {"round1": "models/dpo", "round2": "models/rounds/round1"}
+    out_dir: str = "models/rounds"  # round <name>'s model: <out_dir>/<name>
+    data_dir: str = "data/rounds"  # its candidates/, ratings/ and pairs/: <data_dir>/<name>/
+    reports_dir: str = "reports/rounds"  # its annotate and pairs reports: <reports_dir>/<name>/
+    seeds: list[int] = [0, 1, 2]  # candidates per window: the current policy at every seed x guidance
+    guidances: list[float] = [1.0, 2.0]
+    windows: int = Field(32, ge=1)  # conditioning windows per round (round k of R: candidates.window_phase k / (R + 1))
+    steps: int = Field(100, ge=1)  # DPO steps per round
+    # who rates a round's candidates: `annotate` = annotate.source (simulated or critic; human ratings cannot
+    # exist for videos the round has just made), or `critic` / `simulated` whatever annotate.source says
+    rater: Literal["annotate", "critic", "simulated"] = "annotate"
+    figure_path: str = "reports/rounds.png"  # each measure per round (the evaluate stage)
+
+    def model_dir(self, name: str) -> str:
+        return f"{self.out_dir}/{name}"

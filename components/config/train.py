@@ -148,6 +148,9 @@ class TlpoConfig(PreferenceTrainConfig):
     steps: int = Field(80, ge=1)
     gate_lr: float = Field(3e-3, gt=0)  # the gate is a small MLP starting at uniform: it needs a larger lr than LoRA
     output: str = "models/tlpo"  # <output>/gated and <output>/uniform
+    # Also each expert alone, merged into the base (<output>/expert_<dimension>): the single-dimension DPO
+    # variants TLPO is compared with. Three more full copies of the model: false at Wan scale.
+    export_experts: bool = True
     report_path: str = "reports/tlpo.json"
     figure_path: str = "reports/tlpo_gate.png"
 

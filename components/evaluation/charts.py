@@ -14,7 +14,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from components.io.atomic import atomic_file  # noqa: E402
 
-__all__ = ["save_figure", "save_histograms", "write_overview_png", "write_plot_data"]
+__all__ = ["save_figure", "save_histograms", "write_overview_png", "write_plot_data", "write_rounds_png"]
 
 Results = dict[str, dict[str, float]]
 
@@ -102,3 +102,31 @@ def save_histograms(path: str | Path, values: dict[str, list[float]], title: str
         ax.tick_params(labelsize=8)
     fig.suptitle(title, fontsize=9)
     return save_figure(fig, path, dpi=100)
+
+
+def write_rounds_png(path: str | Path, steps: list[str], values: dict[str, list[float]],
+                     differences: dict[str, list], labels: dict[str, str]) -> Path:
+    """One panel per measure: its value at each step (phase 2, dpo, round1, ...) as a line, and under each step
+    after the first its paired difference to the step before with the 95 % CI (`differences[m][i]`: an Interval
+    with estimate / lo / hi, or None), marked * when beyond noise."""
+    metrics = [m for m in values if any(_finite(v) for v in values[m])]
+    fig, axes = plt.subplots(1, max(len(metrics), 1), figsize=(3.6 * max(len(metrics), 1), 3.2), squeeze=False)
+    if not metrics:  # still a figure (a DVC output): say why it is empty
+        axes[0, 0].text(0.5, 0.5, f"no measure of {', '.join(steps) or 'any variant'}", ha="center", fontsize=9)
+        axes[0, 0].axis("off")
+    x = list(range(len(steps)))
+    for ax, metric in zip(axes.flat, metrics):
+        ax.plot(x, values[metric], marker="o", color="tab:blue")
+        for i, d in enumerate(differences.get(metric, []), start=1):
+            if d is None or not _finite(d.estimate):
+                continue
+            beyond = d.lo > 0 or d.hi < 0
+            ax.annotate(f"{d.estimate:+.3g}{'*' if beyond else ''}\n[{d.lo:+.2g}, {d.hi:+.2g}]", (i, values[metric][i]),
+                        textcoords="offset points", xytext=(0, -26), ha="center", fontsize=6.5,
+                        color="tab:green" if beyond else "grey")
+        ax.set_xticks(x, steps, fontsize=8, rotation=20)
+        ax.margins(y=0.35)
+        ax.set_title(labels.get(metric, metric), fontsize=9)
+        ax.tick_params(axis="y", labelsize=8)
+    fig.suptitle("each round vs the step before it: paired difference [95 % CI], * beyond noise", fontsize=9)
+    return save_figure(fig, path, dpi=110)

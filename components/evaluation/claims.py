@@ -123,8 +123,15 @@ def dpo_beats_sft(per_window: PerWindow, psnr_tolerance: float) -> ClaimResult:
                        f"{psnr_tolerance:g} dB", "Hallo4, Sec. 4 (Sync-C 5.689 vs 5.387 after DPO)", checks)
 
 
+def _single_dimension_variant(per_window: PerWindow, dimension: str) -> str:
+    """The run's model tuned on `dimension` alone: dpo_<d> when evaluated, else TLPO's expert tlpo_expert_<d>."""
+    variants = SINGLE_DIMENSION_VARIANTS[dimension]
+    return next((v for v in variants if v in per_window.runs), variants[0])
+
+
 def single_dimension_dpo(per_window: PerWindow) -> ClaimResult:
-    checks = [_check(per_window, f"dpo_{d}", "phase2", m, "better") for d, m in DIMENSION_MEASURES.items()]
+    checks = [_check(per_window, _single_dimension_variant(per_window, d), "phase2", m, "better")
+              for d, m in DIMENSION_MEASURES.items()]
     return ClaimResult("single_dimension_dpo", "DPO on one dimension's pairs improves that dimension over phase 2",
                        "FantasyTalking2 (single-objective tuning), talkalign issue 12", checks)
 
@@ -153,6 +160,17 @@ def tlpo_vs_composite(per_window: PerWindow) -> ClaimResult:
     checks = [_check(per_window, "tlpo", "dpo", m, "better") for m in DIMENSION_MEASURES.values()]
     return ClaimResult("tlpo_beats_composite_dpo", "TLPO beats composite-reward DPO on at least 2 of 3 dimensions",
                        "FantasyTalking2, TLPO vs multi-objective DPO", checks, require=2)
+
+
+def online_rounds(per_window: PerWindow, rounds: list[str], start: str, psnr_tolerance: float) -> ClaimResult:
+    """Each round against the policy it started from: the composite reward better beyond CI, PSNR within tolerance."""
+    checks = []
+    for previous, current in zip([start, *rounds], rounds):
+        checks += [_check(per_window, current, previous, "critic_composite", "better"),
+                   _check(per_window, current, previous, "psnr", "within", psnr_tolerance)]
+    return ClaimResult("online_rounds_improve", f"Each online preference round beats the policy it started from on "
+                       f"the composite reward, PSNR within {psnr_tolerance:g} dB",
+                       "talkalign (beyond both papers), issue 12", checks)
 
 
 def _accuracy_difference(m: dict) -> tuple[Interval, str]:
@@ -189,10 +207,12 @@ def critic_beats_baselines(critic_path: str | Path | None) -> ClaimResult:
 
 
 def judge_claims(per_window: PerWindow, results: dict[str, dict[str, float]], critic_path: str | Path | None,
-                 psnr_tolerance: float = 0.3) -> list[ClaimResult]:
-    """Every claim, in the order of the papers' sections; see the module docstring."""
-    return [hallo4_table6(per_window), dpo_beats_sft(per_window, psnr_tolerance), single_dimension_dpo(per_window),
-            tlpo_vs_experts(per_window, results), tlpo_vs_composite(per_window), critic_beats_baselines(critic_path)]
+                 psnr_tolerance: float = 0.3, rounds: list[str] = ()) -> list[ClaimResult]:
+    """Every claim, in the order of the papers' sections, then the online rounds (`rounds`, in order, the first
+    started from dpo) when the run has any; see the module docstring."""
+    claims = [hallo4_table6(per_window), dpo_beats_sft(per_window, psnr_tolerance), single_dimension_dpo(per_window),
+              tlpo_vs_experts(per_window, results), tlpo_vs_composite(per_window), critic_beats_baselines(critic_path)]
+    return claims + ([online_rounds(per_window, list(rounds), "dpo", psnr_tolerance)] if rounds else [])
 
 
 def _signed(x: float) -> str:

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from components.config import Params
+from components.config import DIMENSIONS, Params
 from components.data.latents import LatentCache, LatentSplit, latent_split_dir
 from components.data.windows import ClipSample, Window, iter_split, make_windows
 from components.evaluation.fid import FrechetScorer, unavailable_metrics
@@ -67,7 +67,7 @@ def metric_sources(params: Params, expert: SyncExpert, scores: VideoScorer) -> d
     out = {m: sync for m in ("sync_c", "sync_d", "sync_abs_offset", "sync_offset", "sync_c_audio_zeroed")}
     out |= {m: reader for m in ("lip_corr", "lip_err", "lip_corr_audio_zeroed")}
     out |= {"psnr": "pixels (no extractor)", "ssim": "pixels (no extractor)"}
-    out |= {f"critic_{d}": "talkalign's Talking-Critic (critic stage)" for d in ("lip_sync", "motion", "quality")}
+    out |= {f"critic_{d}": "talkalign's Talking-Critic (critic stage)" for d in (*DIMENSIONS, "composite")}
     if cfg.fid_extractor:
         out["fid"] = f"Inception ({cfg.fid_extractor})"
     if cfg.fvd_extractor:
@@ -99,7 +99,16 @@ def critic_window_scorer(params: Params, mouth_box: np.ndarray,
         print(f"no critic at {params.critic.out_dir}: critic scores left out")
         return None
     critic = load_critic(params.critic.out_dir)
-    return lambda video: {f"critic_{d}": np.asarray(v, np.float64) for d, v in score_videos(critic, video, mouth_box, mel).items()}
+    weights = params.pairs.weights
+
+    def scores(video: np.ndarray) -> dict[str, np.ndarray]:
+        out = {f"critic_{d}": np.asarray(v, np.float64) for d, v in score_videos(critic, video, mouth_box, mel).items()}
+        # the composite reward the pairs are curated by (pairs.weights), on the critic's scores
+        total = sum(weights.get(d, 0.0) for d in DIMENSIONS)
+        out["critic_composite"] = sum(weights.get(d, 0.0) * out[f"critic_{d}"] for d in DIMENSIONS) / total
+        return out
+
+    return scores
 
 
 def critic_scorer(params: Params, mouth_box: np.ndarray, mel: np.ndarray) -> Callable[[np.ndarray], Scores] | None:
@@ -248,9 +257,15 @@ class Evaluation:
 def evaluate_models(params: Params) -> Evaluation:
     """Generate and score the test windows with every bundle of evaluation.models; see the module docstring."""
     cfg = params.evaluation
+    models = params.evaluated_models()  # evaluation.models, then the online rounds' models
+    if cfg.variants is not None:
+        unknown = sorted(set(cfg.variants) - set(models))
+        if unknown:
+            raise ValueError(f"evaluation.variants names {unknown}, which are not evaluated models ({sorted(models)})")
+        models = {k: v for k, v in models.items() if k in cfg.variants}
     test = load_held_out_windows(params)
     n = test.n
-    first = load_bundle(next(iter(cfg.models.values())), device=stage_device())
+    first = load_bundle(next(iter(models.values())), device=stage_device())
     reader, reader_scores = fit_reader(params, first)
     expert = load_sync_expert(cfg.syncnet_weights, params.sync_expert.out_dir)
     scores = VideoScorer(params, test, expert, reader)
@@ -259,13 +274,13 @@ def evaluate_models(params: Params) -> Evaluation:
     results["vae_reconstruction"] = scores(decode_to_frames(first, test.cache.latents[:n]))
     per_window = PerWindow(lip_truth=scores.lip_truth, resamples=cfg.bootstrap_resamples, seed=cfg.bootstrap_seed)
     shown: dict[str, np.ndarray] = {}
-    for name, directory in cfg.models.items():
+    for name, directory in models.items():
         bundle = load_bundle(directory, device=stage_device())
         torch.manual_seed(0)
         generated = generate_test_windows(bundle, test.cache, params.sampling, max_windows=n)
         metrics, windows = scores.score(generated.frames)
         per_window.add(name, params.sampling.seed, windows)
-        if "audio" in bundle.model.motion:
+        if "audio" in bundle.model.motion and name in cfg.audio_zeroed_variants:
             zeroed = generate_test_windows(bundle, test.cache, params.sampling, audio="zeroed", max_windows=n)
             metrics["lip_corr_audio_zeroed"] = scores.lips(zeroed.frames)["lip_corr"]
             metrics["sync_c_audio_zeroed"] = scores.sync(zeroed.frames)["sync_c"]
@@ -274,8 +289,8 @@ def evaluate_models(params: Params) -> Evaluation:
         print(f"{name}: " + ", ".join(f"{k}={v:.3f}" for k, v in metrics.items()))
 
     seed_noise = {}
-    for name in [v for v in cfg.seed_noise_variants if v in cfg.models]:
-        bundle = load_bundle(cfg.models[name], device=stage_device())
+    for name in [v for v in cfg.seed_noise_variants if v in models]:
+        bundle = load_bundle(models[name], device=stage_device())
         runs = [results[name]]
         for seed in cfg.extra_seeds:
             sampling = params.sampling.model_copy(update={"seed": seed})

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from components.config import Params
 from components.evaluation.bootstrap import Interval
-from components.evaluation.charts import write_overview_png, write_plot_data
+from components.evaluation.charts import write_overview_png, write_plot_data, write_rounds_png
 from components.evaluation.claims import judge_claims, write_claims
 from components.evaluation.evaluate_models import Evaluation, sync_expert_paragraph
 from components.evaluation.grid import write_comparison_video
@@ -34,6 +34,7 @@ class EvaluationFiles:
     videos: list[Path]
     claims: Path | None = None
     claims_metrics: Path | None = None
+    rounds_figure: Path | None = None  # rounds.figure_path (phase 2 and dpo alone without online rounds)
 
 
 def write_comparison_videos(params: Params, evaluation: Evaluation) -> list[Path]:
@@ -52,6 +53,18 @@ def write_comparison_videos(params: Params, evaluation: Evaluation) -> list[Path
     return videos
 
 
+ROUND_MEASURES = ("critic_composite", "lip_corr", "sync_c", "psnr")
+
+
+def write_rounds_figure(path: str | Path, evaluation: Evaluation, variants: list[str]) -> Path:
+    """Each measure per round (phase 2, dpo, then every online round) with each step's paired difference CI."""
+    present = [v for v in variants if v in evaluation.results]
+    steps = {m: [evaluation.per_window.compare(b, a, m) for a, b in zip(present, present[1:])] for m in ROUND_MEASURES}
+    values = {m: [evaluation.results[v].get(m, math.nan) for v in present] for m in ROUND_MEASURES}
+    labels = {m: f"{METRICS[m].label} ({METRICS[m].better} is better)" for m in ROUND_MEASURES}
+    return write_rounds_png(path, present, values, steps, labels)
+
+
 def comparison_differences(per_window: PerWindow, comparisons: list[tuple[str, str]]
                            ) -> dict[tuple[str, str], dict[str, Interval]]:
     """(variant, baseline) -> metric -> paired difference with CI, for the pairs both variants of have been run."""
@@ -66,8 +79,13 @@ def comparison_differences(per_window: PerWindow, comparisons: list[tuple[str, s
 
 def write_evaluation(params: Params, evaluation: Evaluation) -> EvaluationFiles:
     cfg, results = params.evaluation, evaluation.results
-    differences = comparison_differences(evaluation.per_window, [tuple(c) for c in cfg.comparisons])
-    claims = judge_claims(evaluation.per_window, results, params.critic.metrics_path, cfg.claims_psnr_tolerance_db)
+    rounds = list(params.rounds.schedule)
+    claims = judge_claims(evaluation.per_window, results, params.critic.metrics_path, cfg.claims_psnr_tolerance_db,
+                          rounds)
+    comparisons = [tuple(c) for c in cfg.comparisons]
+    comparisons += [(b, a) for a, b in zip(["dpo", *rounds], rounds) if (b, a) not in comparisons]  # each round vs its start
+    differences = comparison_differences(evaluation.per_window, comparisons)
+    rounds_figure = write_rounds_figure(params.rounds.figure_path, evaluation, ["phase2", "dpo", *rounds])  # a DVC output
     claims_md, claims_json = write_claims(
         cfg.claims_path, cfg.claims_metrics_path, claims, evaluation.test.n, cfg.bootstrap_resamples,
         {f"{a}_vs_{b}": {m: d.as_dict() for m, d in rows.items()} for (a, b), rows in differences.items()})
@@ -92,11 +110,12 @@ def write_evaluation(params: Params, evaluation: Evaluation) -> EvaluationFiles:
         chart=chart,
         videos=videos,
         seed_noise=evaluation.seed_noise,
-        comparisons=[tuple(c) for c in cfg.comparisons],
+        comparisons=comparisons,
         sources=evaluation.sources,
         differences=differences,
         resamples=cfg.bootstrap_resamples,
         claims=claims_md,
     ))
     return EvaluationFiles(metrics=Path(cfg.metrics_path), seed_noise=seed_noise, report=Path(report), chart=Path(chart),
-                           plots=[Path(p) for p in plots], videos=videos, claims=claims_md, claims_metrics=claims_json)
+                           plots=[Path(p) for p in plots], videos=videos, claims=claims_md, claims_metrics=claims_json,
+                           rounds_figure=rounds_figure)

@@ -22,7 +22,7 @@ __all__ = ["PER_WINDOW_METRICS", "POOLED_METRICS", "PerWindow", "WindowScores"]
 # all windows, bootstrapped by recomputing it). Distribution distances (FID / FVD) and mediapipe measures have
 # neither here, so they are shown without an interval.
 PER_WINDOW_METRICS = ("sync_c", "sync_d", "sync_abs_offset", "lip_err", "psnr", "ssim", "critic_lip_sync",
-                      "critic_motion", "critic_quality")
+                      "critic_motion", "critic_quality", "critic_composite")
 POOLED_METRICS = ("lip_corr",)
 
 

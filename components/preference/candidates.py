@@ -132,9 +132,12 @@ def load_candidates(directory: str | Path, decode: bool = True) -> list[Candidat
 # ----------------------------------------------------------------------------- writing
 
 
-def select_rows(n_available: int, n_wanted: int) -> np.ndarray:
-    """Evenly spaced rows of a latent cache (deterministic, covers every clip of the split)."""
-    return np.unique(np.linspace(0, n_available - 1, min(n_wanted, n_available)).round().astype(int))
+def select_rows(n_available: int, n_wanted: int, phase: float = 0.0) -> np.ndarray:
+    """Evenly spaced rows of a latent cache (deterministic, covers every clip of the split), each moved `phase`
+    (in [0, 1)) of the way to the next one: other phases give other windows, as spread out."""
+    n = min(n_wanted, n_available)
+    rows = np.floor((np.arange(n) + phase) * (n_available / n)).astype(int)  # one row in each of n equal strata
+    return np.unique(np.clip(rows, 0, n_available - 1))
 
 
 def conditioning_windows(

@@ -33,8 +33,9 @@ class DpoRun:
     pairs_file: Path
 
 
-def train_dpo(cfg: DpoConfig, log_fn=None, is_main: bool = True) -> DpoRun:
-    """Fine-tune cfg.base_model on cfg.pairs/<pair_set>.jsonl; the main process exports the bundle to cfg.output."""
+def train_dpo(cfg: DpoConfig, log_fn=None, is_main: bool = True, variant: str = "dpo") -> DpoRun:
+    """Fine-tune cfg.base_model on cfg.pairs/<pair_set>.jsonl; the main process exports the bundle to cfg.output
+    (its meta says `variant`: an online round's name for a round's model)."""
     pairs_file = Path(cfg.pairs) / f"{cfg.pair_set}.jsonl"
     bundle = load_bundle(cfg.base_model)
     model = bundle.model.train()
@@ -44,7 +45,7 @@ def train_dpo(cfg: DpoConfig, log_fn=None, is_main: bool = True) -> DpoRun:
     text_emb = bundle.text_encoder([bundle.meta.default_prompt]).detach()
     print(f"dpo: {len(data['winner'])} pairs from {pairs_file}, LoRA rank {cfg.lora_rank} on {len(targets)} layers")
     result = run_training(
-        name="dpo",
+        name=variant,
         model=Objective(lambda m, batch: dpo_step_loss(m, batch, text_emb, cfg.beta), model),
         trainable=[p for p in model.parameters() if p.requires_grad],
         batch_fn=sliced(lambda step, micro, rows, g: global_pair_batch(data, cfg, rows, g)),
@@ -68,8 +69,8 @@ def train_dpo(cfg: DpoConfig, log_fn=None, is_main: bool = True) -> DpoRun:
     merge_lora(model)
     bundle.model = model.eval()
     bundle.meta = bundle.meta.model_copy(update={
-        "variant": "dpo",
-        "lineage": {**bundle.meta.lineage, "stage": "dpo", "from": cfg.base_model, "pairs": str(pairs_file),
+        "variant": variant,
+        "lineage": {**bundle.meta.lineage, "stage": variant, "from": cfg.base_model, "pairs": str(pairs_file),
                     "beta": cfg.beta, "lora_rank": cfg.lora_rank},
     })
     save_bundle(cfg.output, bundle)

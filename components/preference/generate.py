@@ -40,7 +40,7 @@ def generate_candidates(params: Params, progress: bool = True) -> CandidateSet:
     cfg = params.candidates
     with LatentSplit(latent_split_dir(params.data.latents_dir, cfg.split)) as split:
         n_cached = len(split)
-        rows = select_rows(n_cached, cfg.windows)
+        rows = select_rows(n_cached, cfg.windows, cfg.window_phase)
         cache = split.load(rows)  # only the chosen windows' rows
     # Stream the split's clips, cut as the latents stage cut them, keeping the chosen windows and their clips' audio.
     stride = window_stride(cfg.split, params.data.frames, params.data.window_stride)

@@ -12,7 +12,8 @@ from accelerate import PartialState
 from accelerate.utils import DistributedType
 
 from components.config import DIMENSIONS, TlpoConfig
-from components.model.adapters import add_lora, lora_state_dict
+from components.model.adapters import add_lora, load_lora_state_dict, lora_state_dict, merge_lora
+from components.model.bundle import save_bundle
 from components.model.gate import TimestepLayerGate, activate_experts, clear_gate_scaling
 from components.model.loading import load_bundle
 from components.model.precision import place_for_training, torch_dtype
@@ -103,4 +104,23 @@ def train_tlpo(cfg: TlpoConfig, log_fn_for=lambda prefix: None, is_main: bool = 
                         n_layers=gate.n_layers, fusion=fusion, freq_dim=gate.freq_dim, hidden=gate.out.in_features)
         bundle.meta = bundle.meta.model_copy(update={"variant": variant, "lineage": {**lineage, "fusion": fusion}})
         save_tlpo_bundle(Path(cfg.output) / ("gated" if fusion == "gate" else "uniform"), bundle, spec, states, fused_by)
+    if cfg.export_experts:
+        for expert in experts:
+            export_expert(cfg, expert, states[expert], lineage)
     return run
+
+
+def export_expert(cfg: TlpoConfig, expert: str, state: dict, lineage: dict) -> Path:
+    """One expert alone merged into a fresh copy of the base: the single-dimension DPO model TLPO is compared with
+    (<output>/expert_<dimension>, variant tlpo_expert_<dimension>)."""
+    bundle = load_bundle(cfg.base_model)
+    add_lora(bundle.model, cfg.lora_rank, cfg.lora_alpha, cfg.lora_targets)
+    place_for_training(bundle.model, torch_dtype(bundle.model.cfg.backbone.dtype))
+    load_lora_state_dict(bundle.model, state)
+    merge_lora(bundle.model)
+    bundle.model.eval()
+    bundle.meta = bundle.meta.model_copy(update={
+        "variant": f"tlpo_expert_{expert}", "lineage": {**lineage, "fusion": "single", "experts": [expert]}})
+    out = Path(cfg.output) / f"expert_{expert}"
+    save_bundle(out, bundle)
+    return out

@@ -68,11 +68,12 @@ def check_candidate(params: Params) -> CandidateModel:
     from components.registry.versions import load_variant_metrics
 
     cfg = params.registry
-    if cfg.variant not in params.evaluation.models:
+    models = params.evaluated_models()  # evaluation.models and the online rounds' models
+    if cfg.variant not in models:
         raise ValueError(
-            f"registry.variant {cfg.variant!r} is not one of evaluation.models ({sorted(params.evaluation.models)})"
+            f"registry.variant {cfg.variant!r} is not an evaluated variant (evaluation.models or rounds.schedule: {sorted(models)})"
         )
-    model_dir = params.evaluation.models[cfg.variant]
+    model_dir = models[cfg.variant]
     metrics = load_variant_metrics(params.evaluation.metrics_path, cfg.variant)  # MetricsError names the file
     load_bundle(model_dir)  # only a model that loads is registered
     return CandidateModel(cfg.variant, model_dir, metrics)

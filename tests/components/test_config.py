@@ -23,7 +23,7 @@ def _leaves(tree: dict, prefix: str = "") -> dict[str, object]:
     out = {}
     for key, value in tree.items():
         dotted = f"{prefix}{key}"
-        section = isinstance(value, dict) and key not in ("splits", "weights", "models")  # dict-valued fields
+        section = isinstance(value, dict) and key not in ("splits", "weights", "models", "schedule")  # dict-valued fields
         out.update(_leaves(value, f"{dotted}.") if section else {dotted: value})
     return out
 

@@ -33,6 +33,7 @@ TINY = {
     "critic": {"steps": 2, "batch_size": 4, "checkpoint_every": 2, "log_every": 1},
     "dpo": {"steps": 2, "batch_size": 2, "checkpoint_every": 2, "log_every": 1},
     "tlpo": {"expert_steps": 2, "steps": 2, "batch_size": 2, "checkpoint_every": 2, "log_every": 1, "lora_rank": 2},
+    "rounds": {"windows": 3, "seeds": [0, 1], "guidances": [1.0, 2.0], "steps": 2},
     "evaluation": {"max_windows": 2, "grid_windows": 1, "landmark_metrics": "off"},
 }
 REPO_PARAMS = Path(__file__).resolve().parents[2] / "params.yaml"
@@ -92,6 +93,7 @@ def test_training_stages_then_animate(tmp_path, monkeypatch, prefect_api_url):
     assert json.loads(Path("reports/sync_expert.json").read_text())["val_clips"] > 0
 
     preference_stages_then_dpo(reads)
+    online_rounds(reads)
 
     with reads.stage("evaluate"):
         evaluate_flow()
@@ -99,14 +101,15 @@ def test_training_stages_then_animate(tmp_path, monkeypatch, prefect_api_url):
     assert undeclared_reads(reads, load_stages(REPO / "dvc.yaml", params=_tiny_params())) == {}
     metrics = json.loads(Path("reports/metrics.json").read_text())
     assert {"ground_truth", "vae_reconstruction", "phase1_reshape", "phase1_half", "phase1_downsample", "phase2", "dpo", "tlpo",
-            "tlpo_uniform"} <= set(metrics)
+            "tlpo_uniform", "tlpo_expert_lip_sync", "tlpo_expert_motion", "tlpo_expert_quality", "round1", "round2"} <= set(metrics)
+    assert "lip_corr_audio_zeroed" in metrics["phase2"] and "lip_corr_audio_zeroed" not in metrics["round1"]  # audio_zeroed_variants
     assert metrics["ground_truth"]["lip_corr"] > 0.9  # the pixel measure itself reads true frames correctly
-    for name in ("phase1_reshape", "phase2", "dpo", "tlpo"):
-        assert {"sync_c", "sync_d", "sync_offset", "lip_corr", "lip_err", "psnr", "ssim", "lip_corr_audio_zeroed",
-                "sync_c_audio_zeroed"} <= set(metrics[name])
+    for name in ("phase1_reshape", "phase2", "dpo", "tlpo", "round2"):
+        assert {"sync_c", "sync_d", "sync_offset", "lip_corr", "lip_err", "psnr", "ssim"} <= set(metrics[name])
         assert all(np.isfinite(v) for v in metrics[name].values())
-        assert {"critic_lip_sync", "critic_motion", "critic_quality"} <= set(metrics[name])
+        assert {"critic_lip_sync", "critic_motion", "critic_quality", "critic_composite"} <= set(metrics[name])
         assert "fid" not in metrics[name]  # no extractor given: unavailable, never computed with random weights
+    assert {"lip_corr_audio_zeroed", "sync_c_audio_zeroed"} <= set(metrics["phase1_reshape"])
     report = Path("reports/report.md").read_text()
     noise = json.loads(Path("reports/seed_noise.json").read_text())
     seeds = {str(s) for s in [Params().sampling.seed, *Params().evaluation.extra_seeds]}  # the profile's seeds
@@ -114,7 +117,15 @@ def test_training_stages_then_animate(tmp_path, monkeypatch, prefect_api_url):
     assert noise["dpo"]["psnr"]["values"]["0"] == pytest.approx(metrics["dpo"]["psnr"])
     assert "### Seed noise" in report and "### dpo − phase2" in report and "95 % CI" in report
     claims = json.loads(Path("reports/claims.json").read_text())["claims"]
-    assert {"dpo_beats_sft", "hallo4_table6_order"} <= set(claims)
+    assert {"dpo_beats_sft", "hallo4_table6_order", "online_rounds_improve"} <= set(claims)
+    rounds_checks = claims["online_rounds_improve"]["checks"]  # each round against the policy it started from
+    assert set(rounds_checks) == {"round1_vs_dpo_critic_composite", "round1_vs_dpo_psnr", "round2_vs_round1_critic_composite",
+                                  "round2_vs_round1_psnr"}
+    assert all(c["verdict"] != "not measured" for c in rounds_checks.values())
+    single = claims["single_dimension_dpo"]["checks"]  # measured on TLPO's experts, each merged alone
+    assert {c["compared"] for c in single.values()} == {f"tlpo_expert_{d} − phase2" for d in ("lip_sync", "motion", "quality")}
+    assert all(c["verdict"] != "not measured" for c in claims["tlpo_vs_single_dimension_experts"]["checks"].values())
+    assert Path("reports/rounds.png").stat().st_size > 0
     assert all(c["verdict"] in ("holds", "does not hold", "not measured") for c in claims.values())
     assert "Claims of the papers" in Path("reports/claims.md").read_text()
     assert "not the official SyncNet weights" in report and "| `fid` |" in report and "| `hkc_mediapipe` |" in report
@@ -139,12 +150,16 @@ def test_training_stages_then_animate(tmp_path, monkeypatch, prefect_api_url):
     runs = client.search_runs([client.get_experiment_by_name("talkalign").experiment_id])
     stages = {r.data.tags.get("talkalign.stage") for r in runs}
     assert {"pretrain_vae", "latents", "pretrain_dit", "phase1", "phase2", "sync_expert", "candidates", "annotate",
-            "pairs", "critic", "dpo", "tlpo", "evaluate"} <= stages
+            "pairs", "critic", "dpo", "tlpo", "round", "evaluate"} <= stages
     evaluate_run = next(r for r in runs if r.data.tags.get("talkalign.stage") == "evaluate")
     logged = {a.path for a in client.list_artifacts(evaluate_run.info.run_id)}
     assert {"metrics.json", "report.md", "evaluation.json", "figures", "plots", "videos"} <= logged
     assert evaluate_run.data.tags["talkalign.sync_expert"] == "talkalign"
     assert "phase2.sync_c" in evaluate_run.data.metrics
+    nested = {r.data.tags["talkalign.round"]: r for r in runs if r.data.tags.get("talkalign.stage") == "evaluate_round"}
+    assert set(nested) == {"round1", "round2"}  # each round's model evaluated as a nested run of evaluate
+    assert all(r.data.tags["mlflow.parentRunId"] == evaluate_run.info.run_id for r in nested.values())
+    assert nested["round2"].data.metrics["psnr"] == pytest.approx(metrics["round2"]["psnr"])
     phase1_runs = [r for r in runs if r.data.tags.get("talkalign.stage") == "phase1"]
     assert {r.data.tags["talkalign.variant"] for r in phase1_runs} == {"reshape", "half", "downsample"}
     assert all("loss" in r.data.metrics for r in phase1_runs)
@@ -206,3 +221,49 @@ def preference_stages_then_dpo(reads: ReadRecorder) -> None:
     for fusion in ("gated", "uniform"):
         assert {"tlpo.json", "experts.safetensors"} <= {p.name for p in Path("models/tlpo", fusion).iterdir()}
     assert Path("reports/tlpo.json").exists() and Path("reports/tlpo_gate.png").exists()
+
+
+def online_rounds(reads: ReadRecorder) -> None:
+    """Two online rounds after dpo: each samples its own policy, rates, pairs and fine-tunes it; round 2's DPO
+    reference (its base, adapters off) is round 1's policy, weight for weight."""
+    from flows.rounds import round_flow
+
+    for name in ("round1", "round2"):
+        with reads.stage(f"round@{name}"):
+            summary = round_flow(name=name)
+        assert summary["candidates"] == 12 and summary["pairs_composite"] >= 1  # 3 windows x 2 seeds x 2 guidances
+        index = json.loads(Path(f"data/rounds/{name}/candidates/index.json").read_text())
+        assert {g["model"] for g in index["generators"].values()} == {Params().rounds.schedule[name]}
+        assert json.loads(Path(f"models/rounds/{name}/bundle.json").read_text())["variant"] == name
+        assert Path(f"reports/rounds/{name}/pairs.md").exists() and Path(f"reports/rounds/{name}/annotate.md").exists()
+    windows = [set(json.loads(Path(f"data/rounds/{n}/candidates/index.json").read_text())["windows"]) for n in ("round1", "round2")]
+    assert windows[0] != windows[1], "each round rates other windows of the preference split"
+
+    assert_reference_is("models/rounds/round1", "models/rounds/round2")
+    assert_reference_is("models/dpo", "models/rounds/round1")
+
+
+def assert_reference_is(policy: str, trained: str) -> None:
+    """`trained` = `policy` + its own LoRA delta, merged: every adapted weight minus (alpha / r) B A equals the
+    policy's weight, every other tensor is the policy's exactly, and the delta is not zero."""
+    import torch
+    from safetensors.torch import load_file
+
+    from components.model.loading import load_bundle
+
+    cfg = Params().dpo
+    before = load_bundle(policy).model.state_dict()
+    after = load_bundle(trained).model.state_dict()
+    lora = load_file(str(Path(trained) / "lora.safetensors"))
+    adapted = {k.removesuffix(".lora_A.weight") for k in lora if k.endswith(".lora_A.weight")}
+    assert adapted and set(after) == set(before)
+    moved = 0.0
+    for key, weight in after.items():
+        module = key.rpartition(".")[0]
+        if module in adapted and key.endswith(".weight"):
+            delta = (cfg.lora_alpha / cfg.lora_rank) * lora[f"{module}.lora_B.weight"] @ lora[f"{module}.lora_A.weight"]
+            torch.testing.assert_close(weight - delta.to(weight.dtype), before[key], atol=1e-5, rtol=1e-4)
+            moved = max(moved, float(delta.abs().max()))
+        else:
+            assert torch.equal(weight, before[key]), key
+    assert moved > 0, f"{trained}: its LoRA did not move"

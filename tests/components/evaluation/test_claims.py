@@ -151,3 +151,19 @@ def _numbers(node):
             yield from _numbers(v)
     elif isinstance(node, float):
         yield node
+
+
+def test_online_rounds_claim_checks_each_round_against_the_policy_it_started_from():
+    """round1 beats dpo on the composite reward at -0.1 dB (holds); round2 gains nothing over round1 (does not)."""
+    truth = centred_truth(np.random.default_rng(0).uniform(0, 1, (W, 9)))
+    per_window = PerWindow(lip_truth=truth, resamples=500)
+    noise = np.random.default_rng(1).normal(0, 0.01, W)
+    for name, composite, psnr in (("dpo", 0.0, 22.0), ("round1", 0.3, 21.9), ("round2", 0.3, 21.9)):
+        per_window.add(name, 0, WindowScores({"critic_composite": composite + noise, "psnr": np.full(W, psnr)}))
+    (rounds,) = [c for c in judge_claims(per_window, {}, None, 0.3, rounds=["round1", "round2"])
+                 if c.key == "online_rounds_improve"]
+    verdicts = {(c.label, c.metric): c.verdict for c in rounds.checks}
+    assert verdicts == {("round1 − dpo", "critic_composite"): "holds", ("round1 − dpo", "psnr"): "holds",
+                        ("round2 − round1", "critic_composite"): "does not hold", ("round2 − round1", "psnr"): "holds"}
+    assert rounds.verdict == "does not hold"
+    assert all(c.key != "online_rounds_improve" for c in judge_claims(per_window, {}, None, 0.3))  # no rounds: no claim

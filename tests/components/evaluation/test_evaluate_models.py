@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from components.config import CriticConfig, EvaluationConfig, Params, SyncExpertConfig, TrainingDataConfig
+from components.config import CriticConfig, EvaluationConfig, Params, RoundsConfig, SyncExpertConfig, TrainingDataConfig
 from components.data.windows import ClipSample, Window
 from components.evaluation.evaluate_models import (
     Evaluation,
@@ -65,8 +65,10 @@ def test_critic_scorer_without_and_with_a_critic(tmp_path: Path, capsys):
     save_critic(tmp_path / "critic", critic, {})
     scores = critic_scorer(params, boxes, mel)(videos)
     expected = score_videos(critic.eval(), videos, boxes, mel)
-    assert set(scores) == {"critic_lip_sync", "critic_motion", "critic_quality"}
+    assert set(scores) == {"critic_lip_sync", "critic_motion", "critic_quality", "critic_composite"}
     assert scores["critic_motion"] == pytest.approx(float(expected["motion"].mean()), abs=1e-6)
+    composite = np.mean([expected[d] for d in ("lip_sync", "motion", "quality")], axis=0)  # pairs.weights: all 1
+    assert scores["critic_composite"] == pytest.approx(float(composite.mean()), abs=1e-6)
 
 
 def _held_out_windows(n: int = 2) -> HeldOutWindows:
@@ -92,7 +94,8 @@ def test_write_evaluation_writes_every_output(tmp_path: Path):
                            figures_dir=str(reports / "figures"), videos_dir=str(reports / "videos"),
                            seed_noise_path=str(reports / "seed_noise.json"), comparisons=[],
                            claims_path=str(reports / "claims.md"), claims_metrics_path=str(reports / "claims.json"))
-    params = Params(evaluation=cfg, data=TrainingDataConfig(frames=T), critic=CriticConfig(metrics_path=str(reports / "critic.json")))
+    params = Params(evaluation=cfg, data=TrainingDataConfig(frames=T), critic=CriticConfig(metrics_path=str(reports / "critic.json")),
+                    rounds=RoundsConfig(figure_path=str(reports / "rounds.png")))
     test = _held_out_windows()
     (reports / "videos").mkdir(parents=True)
     (reports / "videos" / "old_0000.mp4").write_bytes(b"a grid of an earlier run")
@@ -107,7 +110,7 @@ def test_write_evaluation_writes_every_output(tmp_path: Path):
     assert json.loads(files.metrics.read_text())["phase2"]["sync_c"] == 3.0
     assert json.loads(files.seed_noise.read_text())["phase2"]["sync_c"]["values"] == {"0": 3.0, "1": 3.5}
     assert {p.stem for p in files.plots} >= {"sync_c", "psnr"} and all(p.exists() for p in files.plots)
-    assert files.chart.stat().st_size > 0
+    assert files.chart.stat().st_size > 0 and files.rounds_figure.stat().st_size > 0  # phase 2 alone: no rounds run
     (video,) = files.videos
     assert video.name == "clip0_0000.mp4" and not (reports / "videos" / "old_0000.mp4").exists()
     decoded = decode_video(video)
@@ -126,7 +129,8 @@ def test_write_evaluation_without_seed_noise_writes_no_seed_file(tmp_path: Path)
     evaluation = Evaluation(results={"phase2": {"sync_c": 1.0}}, seed_noise={}, reader_scores={}, expert=_expert("official"),
                             unavailable={}, test=_held_out_windows(1))
     files = write_evaluation(Params(evaluation=cfg, data=TrainingDataConfig(frames=T),
-                                    critic=CriticConfig(metrics_path=str(tmp_path / "critic.json"))), evaluation)
+                                    critic=CriticConfig(metrics_path=str(tmp_path / "critic.json")),
+                                    rounds=RoundsConfig(figure_path=str(tmp_path / "rounds.png"))), evaluation)
     assert files.seed_noise is None and not (tmp_path / "noise.json").exists() and files.videos == []
     assert "official SyncNet weights" in files.report.read_text()
 

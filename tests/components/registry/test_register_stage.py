@@ -27,7 +27,8 @@ def _params(tmp_path: Path, variant: str = "phase2") -> Params:
 
 
 def test_a_variant_that_was_not_evaluated_is_refused(tmp_path: Path):
-    with pytest.raises(ValueError, match=r"registry.variant 'dpo' is not one of evaluation.models \(\['phase2'\]\)"):
+    with pytest.raises(ValueError, match=r"registry.variant 'dpo' is not an evaluated variant \(evaluation.models or "
+                                         r"rounds.schedule: \['phase2', 'round1', 'round2'\]\)"):
         check_candidate(_params(tmp_path, "dpo"))
 
 
