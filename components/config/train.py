@@ -135,7 +135,7 @@ class PreferenceTrainConfig(FlowTrainConfig):
 class DpoConfig(PreferenceTrainConfig):
     """Flow-DPO of the phase-2 model on one pair set."""
 
-    pair_set: str = "composite"  # composite | lip_sync | motion | quality
+    pair_set: str = "lip_sync"  # composite | lip_sync | motion | quality (the toy default: params.yaml says why)
     steps: int = Field(200, ge=1)
     checkpoint_every: int = Field(100, ge=1)
     output: str = "models/dpo"

@@ -89,10 +89,13 @@ def summarise_seeds(runs: list[Scores], seeds: list[int]) -> dict[str, dict]:
     return out
 
 
-def critic_window_scorer(params: Params, mouth_box: np.ndarray,
-                         mel: np.ndarray) -> Callable[[np.ndarray], dict[str, np.ndarray]] | None:
-    """video uint8 [N,T,H,W,3] -> critic_<dimension> -> score per window [N], or None without a critic.
-    The critic (critic stage) was trained on candidates of the training split: the test windows are new to it."""
+def critic_window_scorer(params: Params, mouth_box: np.ndarray, mel: np.ndarray, truth: np.ndarray | None = None
+                         ) -> Callable[[np.ndarray], dict[str, np.ndarray]] | None:
+    """video uint8 [N,T,H,W,3] -> critic_<dimension> (and critic_composite) -> score per window [N], or None
+    without a critic. The critic (critic stage) was trained on candidates of the training split: the test windows
+    are new to it. critic_composite weighs the dimensions by pairs.weights, each divided by its spread (std over
+    windows) on the true frames `truth` when given: the dimensions' scales are arbitrary, and without this the one
+    with the widest scale would be the composite. A fixed linear map, so paired differences stay paired."""
     from components.preference.critic import load_critic, score_videos
 
     if not (Path(params.critic.out_dir) / "critic.safetensors").exists():
@@ -101,11 +104,18 @@ def critic_window_scorer(params: Params, mouth_box: np.ndarray,
     critic = load_critic(params.critic.out_dir)
     weights = params.pairs.weights
 
+    def raw(video: np.ndarray) -> dict[str, np.ndarray]:
+        return {f"critic_{d}": np.asarray(v, np.float64) for d, v in score_videos(critic, video, mouth_box, mel).items()}
+
+    spread = {d: 1.0 for d in DIMENSIONS}
+    if truth is not None:
+        on_truth = raw(truth)
+        spread = {d: float(np.std(on_truth[f"critic_{d}"])) or 1.0 for d in DIMENSIONS}
+    total = sum(weights.get(d, 0.0) for d in DIMENSIONS)
+
     def scores(video: np.ndarray) -> dict[str, np.ndarray]:
-        out = {f"critic_{d}": np.asarray(v, np.float64) for d, v in score_videos(critic, video, mouth_box, mel).items()}
-        # the composite reward the pairs are curated by (pairs.weights), on the critic's scores
-        total = sum(weights.get(d, 0.0) for d in DIMENSIONS)
-        out["critic_composite"] = sum(weights.get(d, 0.0) * out[f"critic_{d}"] for d in DIMENSIONS) / total
+        out = raw(video)  # + the composite reward pairs are curated by (pairs.weights), on the critic's scores
+        out["critic_composite"] = sum(weights.get(d, 0.0) * out[f"critic_{d}"] / spread[d] for d in DIMENSIONS) / total
         return out
 
     return scores
@@ -177,7 +187,7 @@ class VideoScorer:
             self.frechet["fid"] = FrechetScorer.build("fid", cfg.fid_extractor, truth[:, 1:].reshape(-1, *truth.shape[2:]))
         if cfg.fvd_extractor:
             self.frechet["fvd"] = FrechetScorer.build("fvd", cfg.fvd_extractor, truth[:, 1:])
-        self.critic = critic_window_scorer(params, test.mouth_box, test.cache.audio_mel[: test.n].numpy())
+        self.critic = critic_window_scorer(params, test.mouth_box, test.cache.audio_mel[: test.n].numpy(), truth)
         self.lip_truth = centred_truth(test.mouth_open)
         # lip / hand landmark metrics measured with mediapipe (when its extractor env exists); none -> reasons
         self.landmark_n = test.n if cfg.landmark_windows is None else min(test.n, cfg.landmark_windows)

@@ -52,7 +52,9 @@ METRICS: dict[str, MetricInfo] = {
     "critic_motion": MetricInfo("critic motion", "higher", "the critic's mean motion-naturalness score (arbitrary scale)"),
     "critic_quality": MetricInfo("critic quality", "higher", "the critic's mean visual-quality score (arbitrary scale)"),
     "critic_composite": MetricInfo("critic composite", "higher", "the composite reward pairs are curated by: the critic's "
-                                   "scores weighted by pairs.weights (what the online rounds optimise; arbitrary scale)"),
+                                   "scores weighted by pairs.weights, each divided by its spread (std over the test "
+                                   "windows) on the true frames, so no dimension's arbitrary scale dominates (what the "
+                                   "online rounds optimise; compare variants with each other)"),
     "lip_corr_mediapipe": MetricInfo("lip corr (mediapipe)", "higher", "no truth needed: Pearson correlation of the "
                                      "mouth opening from mediapipe's face mesh (inner-lip gap / mouth width) with the "
                                      "audio envelope (mean normalised log-mel per frame), each window centred, pooled; "

@@ -16,6 +16,7 @@ from components.evaluation.evaluate_models import (
     Evaluation,
     HeldOutWindows,
     critic_scorer,
+    critic_window_scorer,
     summarise_seeds,
     sync_expert_paragraph,
 )
@@ -69,6 +70,12 @@ def test_critic_scorer_without_and_with_a_critic(tmp_path: Path, capsys):
     assert scores["critic_motion"] == pytest.approx(float(expected["motion"].mean()), abs=1e-6)
     composite = np.mean([expected[d] for d in ("lip_sync", "motion", "quality")], axis=0)  # pairs.weights: all 1
     assert scores["critic_composite"] == pytest.approx(float(composite.mean()), abs=1e-6)
+    # with the true frames given, each dimension is divided by its spread on them before the weighted mean
+    truth = videos[::-1].copy()
+    on_truth = score_videos(critic.eval(), truth, boxes, mel)
+    scaled = critic_window_scorer(params, boxes, mel, truth)(videos)["critic_composite"]
+    dims = ("lip_sync", "motion", "quality")
+    np.testing.assert_allclose(scaled, np.mean([expected[d] / np.std(on_truth[d]) for d in dims], axis=0), rtol=1e-5)
 
 
 def _held_out_windows(n: int = 2) -> HeldOutWindows:
