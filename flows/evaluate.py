@@ -45,6 +45,8 @@ def evaluate_flow(params_path: str = "params.yaml", overrides: dict | None = Non
         if files.rounds_figure is not None:
             mlflow.log_artifact(str(files.rounds_figure), artifact_path="figures")
         for k, name in enumerate(params.rounds.schedule, start=1):  # each online round's model: a run of its own
+            if name not in evaluation.results:  # left out by evaluation.variants
+                continue
             with mlflow.start_run(run_name=f"evaluate:{name}", nested=True,
                                   tags={"talkalign.stage": "evaluate_round", "talkalign.round": name}):
                 mlflow.log_params({"round": k, "model": params.rounds.model_dir(name),
