@@ -105,10 +105,11 @@ def save_histograms(path: str | Path, values: dict[str, list[float]], title: str
 
 
 def write_rounds_png(path: str | Path, steps: list[str], values: dict[str, list[float]],
-                     differences: dict[str, list], labels: dict[str, str]) -> Path:
+                     differences: dict[str, list], labels: dict[str, str],
+                     higher_is_better: dict[str, bool] | None = None) -> Path:
     """One panel per measure: its value at each step (phase 2, dpo, round1, ...) as a line, and under each step
     after the first its paired difference to the step before with the 95 % CI (`differences[m][i]`: an Interval
-    with estimate / lo / hi, or None), marked * when beyond noise."""
+    with estimate / lo / hi, or None), marked * when beyond noise: green when better, red when worse."""
     metrics = [m for m in values if any(_finite(v) for v in values[m])]
     fig, axes = plt.subplots(1, max(len(metrics), 1), figsize=(3.6 * max(len(metrics), 1), 3.2), squeeze=False)
     if not metrics:  # still a figure (a DVC output): say why it is empty
@@ -121,12 +122,14 @@ def write_rounds_png(path: str | Path, steps: list[str], values: dict[str, list[
             if d is None or not _finite(d.estimate):
                 continue
             beyond = d.lo > 0 or d.hi < 0
+            better = (d.estimate > 0) == (higher_is_better or {}).get(metric, True)
+            colour = ("tab:green" if better else "tab:red") if beyond else "grey"
             ax.annotate(f"{d.estimate:+.3g}{'*' if beyond else ''}\n[{d.lo:+.2g}, {d.hi:+.2g}]", (i, values[metric][i]),
-                        textcoords="offset points", xytext=(0, -26), ha="center", fontsize=6.5,
-                        color="tab:green" if beyond else "grey")
+                        textcoords="offset points", xytext=(0, -26), ha="center", fontsize=6.5, color=colour)
         ax.set_xticks(x, steps, fontsize=8, rotation=20)
         ax.margins(y=0.35)
         ax.set_title(labels.get(metric, metric), fontsize=9)
         ax.tick_params(axis="y", labelsize=8)
-    fig.suptitle("each round vs the step before it: paired difference [95 % CI], * beyond noise", fontsize=9)
+    fig.suptitle("each step vs the one before it: paired difference [95 % CI], * beyond noise (green better, red worse)",
+                 fontsize=9)
     return save_figure(fig, path, dpi=110)

@@ -62,7 +62,8 @@ def write_rounds_figure(path: str | Path, evaluation: Evaluation, variants: list
     steps = {m: [evaluation.per_window.compare(b, a, m) for a, b in zip(present, present[1:])] for m in ROUND_MEASURES}
     values = {m: [evaluation.results[v].get(m, math.nan) for v in present] for m in ROUND_MEASURES}
     labels = {m: f"{METRICS[m].label} ({METRICS[m].better} is better)" for m in ROUND_MEASURES}
-    return write_rounds_png(path, present, values, steps, labels)
+    higher = {m: METRICS[m].better != "lower" for m in ROUND_MEASURES}
+    return write_rounds_png(path, present, values, steps, labels, higher)
 
 
 def comparison_differences(per_window: PerWindow, comparisons: list[tuple[str, str]]
@@ -81,7 +82,7 @@ def write_evaluation(params: Params, evaluation: Evaluation) -> EvaluationFiles:
     cfg, results = params.evaluation, evaluation.results
     rounds = list(params.rounds.schedule)
     claims = judge_claims(evaluation.per_window, results, params.critic.metrics_path, cfg.claims_psnr_tolerance_db,
-                          rounds)
+                          rounds, params.dpo.pair_set)
     comparisons = [tuple(c) for c in cfg.comparisons]
     comparisons += [(b, a) for a, b in zip(["dpo", *rounds], rounds) if (b, a) not in comparisons]  # each round vs its start
     differences = comparison_differences(evaluation.per_window, comparisons)

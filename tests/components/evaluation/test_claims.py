@@ -167,3 +167,11 @@ def test_online_rounds_claim_checks_each_round_against_the_policy_it_started_fro
                         ("round2 − round1", "critic_composite"): "does not hold", ("round2 − round1", "psnr"): "holds"}
     assert rounds.verdict == "does not hold"
     assert all(c.key != "online_rounds_improve" for c in judge_claims(per_window, {}, None, 0.3))  # no rounds: no claim
+
+
+def test_tlpo_vs_composite_dpo_is_not_measured_when_dpo_trains_on_other_pairs():
+    per_window, results = _world()
+    (claim,) = [c for c in judge_claims(per_window, results, None, 0.3, dpo_pair_set="lip_sync")
+                if c.key == "tlpo_beats_composite_dpo"]
+    assert claim.verdict == "not measured" and all(c.interval is None for c in claim.checks)
+    assert any("dim-composite" in n for n in claim.notes)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from components.config import CriticConfig, EvaluationConfig, Params, RoundsConfig, SyncExpertConfig, TrainingDataConfig
 from components.data.windows import ClipSample, Window
@@ -62,6 +63,7 @@ def test_critic_scorer_without_and_with_a_critic(tmp_path: Path, capsys):
     assert critic_scorer(params, boxes, mel) is None
     assert "critic scores left out" in capsys.readouterr().out
 
+    torch.manual_seed(0)  # the critic's random weights: not whatever the tests before left in the global RNG
     critic = TalkingCritic(width=4)
     save_critic(tmp_path / "critic", critic, {})
     scores = critic_scorer(params, boxes, mel)(videos)
@@ -75,7 +77,9 @@ def test_critic_scorer_without_and_with_a_critic(tmp_path: Path, capsys):
     on_truth = score_videos(critic.eval(), truth, boxes, mel)
     scaled = critic_window_scorer(params, boxes, mel, truth)(videos)["critic_composite"]
     dims = ("lip_sync", "motion", "quality")
-    np.testing.assert_allclose(scaled, np.mean([expected[d] / np.std(on_truth[d]) for d in dims], axis=0), rtol=1e-5)
+    want = np.mean([expected[d] / np.std(on_truth[d]) for d in dims], axis=0)
+    assert all(np.std(on_truth[d]) > 1e-4 for d in dims)  # a spread to divide by
+    np.testing.assert_allclose(scaled, want, rtol=1e-4, atol=1e-4 * float(np.abs(want).max()))
 
 
 def _held_out_windows(n: int = 2) -> HeldOutWindows:
