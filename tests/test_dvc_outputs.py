@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 from pathlib import Path
 
@@ -17,21 +18,29 @@ def _cached_outputs(lock: dict, dvc_yaml: str) -> list[str]:
     uncached: set[str] = set()
     params = yaml.safe_load((REPO / "params.yaml").read_text())
 
-    def resolve(path: str) -> str:
-        if path.startswith("${") and path.endswith("}"):
-            value = params
-            for key in path[2:-1].split("."):
-                value = value[key]
-            return str(value)
-        return path
+    def lookup(dotted: str):
+        value = params
+        for key in dotted.split("."):
+            value = value[key]
+        return value
+
+    def resolve(path: str, key=None, item=None) -> str:  # ${a.b}, and ${key} / ${item} of a foreach stage
+        names = {"key": key, "item": item}
+        return re.sub(r"\$\{([^}]+)\}", lambda m: str(names[m[1]] if m[1] in names else lookup(m[1])), path)
 
     for stage in stages.values():
+        items = [(None, None)]
+        if "foreach" in stage:
+            foreach = stage["foreach"]
+            foreach = lookup(foreach[2:-1]) if isinstance(foreach, str) else foreach
+            items = list(foreach.items()) if isinstance(foreach, dict) else [(i, i) for i in foreach]
+        body = stage.get("do", stage)
         for kind in ("outs", "metrics", "plots"):
-            for entry in stage.get(kind, []):
+            for entry in body.get(kind, []):
                 if isinstance(entry, dict):
                     for path, options in entry.items():
                         if isinstance(options, dict) and options.get("cache") is False:
-                            uncached.add(resolve(path))
+                            uncached.update(resolve(path, key, item) for key, item in items)
     outs = [o["path"] for s in lock["stages"].values() for o in s.get("outs", [])]
     return [p for p in outs if p not in uncached]
 

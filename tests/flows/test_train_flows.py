@@ -212,7 +212,7 @@ def preference_stages_then_dpo(reads: ReadRecorder) -> None:
 
     with reads.stage("dpo"):
         summary = alignment.dpo_flow()
-    assert summary["n_pairs"] == len(sets["composite"])
+    assert summary["n_pairs"] == len(sets[Params().dpo.pair_set])  # the profile's pair set (lip_sync in the toy one)
     assert Path("models/dpo/bundle.json").exists() and Path("models/dpo/lora.safetensors").exists()
     assert json.loads(Path("models/dpo/bundle.json").read_text())["variant"] == "dpo"
 
