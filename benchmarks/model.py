@@ -16,7 +16,7 @@ from components.config import PortraitModelConfig, load_params
 from components.model.flow import add_noise, sample, sigma_to_timestep
 from components.model.portrait import PortraitModel
 from components.model.text_encoder import TextEncoder
-from components.model.vae import build_vae, decode_latents
+from components.model.vae import build_vae, decode_latents, single_frame_convs
 from components.train.flow_matching import flow_matching_loss
 from components.train.vae_objective import vae_loss
 
@@ -55,6 +55,7 @@ def bench_model(params_path: str = "params.yaml") -> list[Row]:
     mask = torch.zeros(batch, frames, res, res)
     seconds = time_call(_train_step(vae, lambda: vae_loss(vae, video, mask, params.pretrain_vae)[0]))
     rows.append(rate_row("pretrain_vae samples/s", seconds, batch, f"batch {batch} x {frames} frames, peak RSS {_peak_rss_mb():.0f} MB"))
+    rows.extend(_vae_image_step(vae, params))
 
     batch = params.phase1.batch_size
     latents = torch.randn(batch, params.vae.z_dim, n_latent, res // 2 ** (len(params.vae.dim_mult) - 1), res // 2 ** (len(params.vae.dim_mult) - 1))
@@ -99,6 +100,25 @@ def bench_model(params_path: str = "params.yaml") -> list[Row]:
     rows.extend(_decode_and_batching(vae, model, latents, audio, text, sampling))
     rows.append(value_row("peak RSS MB", _peak_rss_mb(), "whole benchmark process"))
     return rows
+
+
+def _vae_image_step(vae, params) -> list[Row]:
+    """The image phase's single-frame step through the full causal convs vs their current-frame tap alone
+    (`single_frame_convs`: the same values, a third of the conv work)."""
+    batch, res = params.pretrain_vae.image_batch_size, params.ingest.resolution
+    still = torch.randint(0, 255, (batch, 1, res, res, 3), dtype=torch.uint8)
+    mask = torch.zeros(batch, 1, res, res)
+    full = _train_step(vae, lambda: vae_loss(vae, still, mask, params.pretrain_vae)[0])
+    tapped = _train_step(vae, lambda: vae_loss(vae, still, mask, params.pretrain_vae)[0])
+
+    def current_tap() -> None:
+        with single_frame_convs(vae):
+            tapped()
+
+    timed = time_calls({"full": full, "current_tap": current_tap})
+    return [rate_row("pretrain_vae image samples/s", timed["current_tap"], batch, f"batch {batch} stills, current-frame taps"),
+            ratio_row("VAE image step full convs / current-frame tap", ratio(timed["full"], timed["current_tap"]),
+                      "x, interleaved")]
 
 
 def _decode_and_batching(vae, model, latents, audio, text, sampling) -> list[Row]:

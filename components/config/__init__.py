@@ -57,6 +57,7 @@ from components.config.preference import (
 from components.config.train import (
     DpoConfig,
     FlowTrainConfig,
+    ImageCorpusConfig,
     LoraTarget,
     OptimConfig,
     Phase1Config,
@@ -71,7 +72,8 @@ from components.config.train import (
 
 __all__ = [
     "DIMENSIONS", "FOLLOWS", "AnnotateConfig", "AudioEncoderConfig", "AudioModulationConfig", "BackboneConfig",
-    "CandidatesConfig", "CriticConfig", "DpoConfig", "EvaluationConfig", "FlowTrainConfig", "GeneratorSpec", "ImageEncoderConfig",
+    "CandidatesConfig", "CriticConfig", "DpoConfig", "EvaluationConfig", "FlowTrainConfig", "GeneratorSpec",
+    "ImageCorpusConfig", "ImageEncoderConfig",
     "IngestConfig", "KeypointConfig", "LoraTarget", "ModulationConfig", "NullMode", "OptimConfig", "PairsConfig",
     "Params", "ParamsError", "Phase1Config", "Phase2Config", "PortraitModelConfig", "PreferenceTrainConfig",
     "PretrainDitConfig", "PromotionGate", "RegistryConfig", "RoundsConfig", "SamplingConfig", "ShardConfig",

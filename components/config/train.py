@@ -51,6 +51,16 @@ class TrainLoopConfig(Strict):
     optim: OptimConfig = OptimConfig()
 
 
+class ImageCorpusConfig(Strict):
+    """Synthetic people rendered as stills for the toy VAE's image phase (components/data/synthetic/image_corpus.py):
+    its stand-in for a real VAE's large image corpus, so it learns faces rather than the train split's palettes."""
+
+    identities: int = Field(500, ge=1)
+    frames_per_identity: int = Field(8, ge=1, le=50)
+    share: float = Field(0.5, gt=0, le=1)  # chance that an image-phase row is a corpus still (else a train frame)
+    seed: int = Field(1, ge=0)
+
+
 class VaePretrainConfig(TrainLoopConfig):
     """pretrain_vae: the toy video VAE (skipped when vae.pretrained_path is set)."""
 
@@ -64,9 +74,12 @@ class VaePretrainConfig(TrainLoopConfig):
     # Image-to-video recipe (components/model/vae.py `per_frame_init`): start as a per-frame image autoencoder,
     # train it on single frames first (cheap, and what fixes the spatial detail), then on full windows.
     init: Literal["default", "per_frame"] = "per_frame"
-    image_steps: int = Field(900, ge=0)  # single-frame steps before the `steps` window steps
+    image_steps: int = Field(1200, ge=0)  # single-frame steps before the `steps` window steps
     image_batch_size: int = Field(4, ge=1)
     image_lr: float | None = Field(1e-3, gt=0)  # peak lr of the image phase (None: optim.lr, as the window phase)
+    # Stills of other synthetic people mixed into the image phase; null = the train split's frames only (set null
+    # when the toy profile ingests your own videos and you do not want cartoon faces in its VAE).
+    image_corpus: ImageCorpusConfig | None = ImageCorpusConfig()
     output: str = "models/vae"
     metrics_path: str = "reports/pretrain_vae.json"
 
@@ -147,6 +160,9 @@ class TlpoConfig(PreferenceTrainConfig):
     expert_steps: int = Field(120, ge=1)  # per expert; `steps` is the gate's budget
     steps: int = Field(80, ge=1)
     gate_lr: float = Field(3e-3, gt=0)  # the gate is a small MLP starting at uniform: it needs a larger lr than LoRA
+    # softmax: a convex mix of the experts, starting at their average; sigmoid: each expert scaled on its own in
+    # (0, 2), starting at their sum (components/model/gate.py). The uniform variant is where the gate starts.
+    gate_activation: Literal["softmax", "sigmoid"] = "softmax"
     output: str = "models/tlpo"  # <output>/gated and <output>/uniform
     # Also each expert alone, merged into the base (<output>/expert_<dimension>): the single-dimension DPO
     # variants TLPO is compared with. Three more full copies of the model: false at Wan scale.

@@ -1,10 +1,16 @@
 """TLPO's fusion of LoRA experts (FantasyTalking2): every expert active, scaled per (timestep, layer) by a gate.
 
-    W x + sum_k g[l, k](t) * (alpha / r) * B_k A_k x,    g[l, :](t) = softmax(MLP(emb(t) + e_l))
+    W x + sum_k g[l, k](t) * (alpha / r) * B_k A_k x,    g[l, :](t) = act(MLP(emb(t) + e_l))
 
 with e_l a learned layer embedding (blocks 0..L-1, plus one slot for the adapted layers outside the blocks)
-and emb(t) the sinusoidal timestep embedding the backbone also uses. The last layer starts at zero, so the gate
-starts as the uniform average of the experts (the baseline it is compared against).
+and emb(t) the sinusoidal timestep embedding the backbone also uses. The activation says what the gate may do:
+
+- softmax: a convex mix, rows sum to 1. It starts as the plain average of the experts, and it can give one expert
+  its full strength only by taking the others' away.
+- sigmoid: 2 * sigmoid, each expert scaled on its own in (0, 2). It starts as the plain sum of the experts, each
+  at full strength, and learns which to turn down (or up).
+
+The last layer starts at zero, so the gate starts as `uniform_weights` (the baseline it is compared against).
 
 One call shares one noise level: the gate's weights are then one number per (layer, expert), which applies to
 any layer whatever shape its input has (samplers step a whole batch at one t anyway). The gate is part of a
@@ -17,6 +23,7 @@ import math
 import re
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from typing import Literal
 
 import torch
 import torch.nn as nn
@@ -35,26 +42,34 @@ def timestep_embedding(timestep: torch.Tensor, dim: int) -> torch.Tensor:
     return torch.cat([torch.cos(angles), torch.sin(angles)])
 
 
-class TimestepLayerGate(nn.Module):
-    """(timestep, layer) -> fusion weights over experts, [n_layers + 1, n_experts], rows sum to 1."""
+GateActivation = Literal["softmax", "sigmoid"]
 
-    def __init__(self, n_layers: int, experts: Sequence[str], freq_dim: int = 32, hidden: int = 64):
+
+class TimestepLayerGate(nn.Module):
+    """(timestep, layer) -> fusion weights over experts, [n_layers + 1, n_experts] (see the module docstring)."""
+
+    def __init__(self, n_layers: int, experts: Sequence[str], freq_dim: int = 32, hidden: int = 64,
+                 activation: GateActivation = "softmax"):
         super().__init__()
         if len(experts) < 2:
             raise ValueError(f"TLPO fuses at least two experts, got {list(experts)}")
+        if activation not in ("softmax", "sigmoid"):
+            raise ValueError(f"gate activation must be softmax or sigmoid, got {activation!r}")
+        self.activation = activation
         self.experts = list(experts)
         self.n_layers = n_layers
         self.freq_dim = freq_dim
         self.time = nn.Sequential(nn.Linear(freq_dim, hidden), nn.SiLU(), nn.Linear(hidden, hidden))
         self.layer = nn.Embedding(n_layers + 1, hidden)
         self.out = nn.Linear(hidden, len(self.experts))
-        nn.init.zeros_(self.out.weight)  # uniform average at the start
+        nn.init.zeros_(self.out.weight)  # uniform_weights at the start
         nn.init.zeros_(self.out.bias)
 
     def forward(self, timestep: torch.Tensor) -> torch.Tensor:
         timestep = timestep.to(self.layer.weight.device)  # the gate may sit on another device than the sampler's t
         h = self.time(timestep_embedding(timestep, self.freq_dim))[None] + self.layer.weight
-        return torch.softmax(self.out(torch.nn.functional.silu(h)), dim=-1)
+        logits = self.out(torch.nn.functional.silu(h))
+        return torch.softmax(logits, dim=-1) if self.activation == "softmax" else 2.0 * torch.sigmoid(logits)
 
 
 def layer_index(module_name: str, n_layers: int) -> int:
@@ -118,6 +133,7 @@ def clear_gate_scaling(model: nn.Module) -> None:
             module.scaling.update(base)
 
 
-def uniform_weights(n_layers: int, experts: Sequence[str]) -> torch.Tensor:
-    """The baseline fusion: the plain average of the experts in every layer and at every timestep."""
-    return torch.full((n_layers + 1, len(experts)), 1.0 / len(experts))
+def uniform_weights(n_layers: int, experts: Sequence[str], activation: GateActivation = "softmax") -> torch.Tensor:
+    """The baseline fusion, where a gate of that activation starts: in every layer and at every timestep the plain
+    average of the experts (softmax) or their plain sum (sigmoid)."""
+    return torch.full((n_layers + 1, len(experts)), 1.0 / len(experts) if activation == "softmax" else 1.0)

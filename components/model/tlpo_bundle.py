@@ -4,6 +4,7 @@ The fused weights depend on the timestep, so they cannot be merged into static w
 normal bundle of the *base* weights (what `save_bundle` writes, so every part loads as usual) plus
 
     tlpo.json             experts, LoRA targets, rank, alpha, n_layers, fusion ("gate" | "uniform"), gate sizes
+                          and activation
     experts.safetensors   every expert's LoRA state, keys "<expert>/<peft key>"
     gate.safetensors      the TimestepLayerGate's weights (fusion "gate" only)
 
@@ -29,7 +30,7 @@ from safetensors.torch import save as save_safetensors_bytes
 
 from components.model.adapters import add_lora, load_lora_state_dict, lora_detached
 from components.model.bundle import BundleError, ModelBundle, load_plain_bundle, save_bundle
-from components.model.gate import TimestepLayerGate, activate_experts, gated, uniform_weights
+from components.model.gate import GateActivation, TimestepLayerGate, activate_experts, gated, uniform_weights
 
 TLPO_FILE = "tlpo.json"
 EXPERTS_FILE = "experts.safetensors"
@@ -48,9 +49,11 @@ class TlpoSpec:
     freq_dim: int = 32
     hidden: int = 64
     format: str = TLPO_FORMAT
+    gate_activation: GateActivation = "softmax"  # also what "uniform" fusion means: the experts' average or sum
 
     def new_gate(self) -> TimestepLayerGate:
-        return TimestepLayerGate(self.n_layers, self.experts, freq_dim=self.freq_dim, hidden=self.hidden)
+        return TimestepLayerGate(self.n_layers, self.experts, freq_dim=self.freq_dim, hidden=self.hidden,
+                                 activation=self.gate_activation)
 
 
 @dataclass
@@ -67,7 +70,7 @@ class TlpoFusion:
         if not bool((t == t[0]).all()):
             raise ValueError(f"a TLPO model fuses its experts at one timestep per call, got {t.tolist()}")
         if self.gate is None:
-            return uniform_weights(self.spec.n_layers, self.spec.experts)
+            return uniform_weights(self.spec.n_layers, self.spec.experts, self.spec.gate_activation)
         with torch.no_grad():
             return self.gate(t[0])
 

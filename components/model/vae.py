@@ -164,6 +164,36 @@ def channels_last_on_cpu(vae: AutoencoderKLWan) -> Iterator[None]:
             conv.weight.data = conv.weight.data.contiguous()
 
 
+@contextmanager
+def single_frame_convs(vae: AutoencoderKLWan) -> Iterator[None]:
+    """Single-frame inputs (T = 1, the image phase of pretrain_vae) through each causal 3D conv's current-frame
+    tap alone. A causal conv pads the past with zeros, so on one frame with no cache its earlier taps multiply
+    zeros: the output and every gradient are exactly those of the full conv, at a third of its work for 3-tap
+    kernels. Any other input takes the conv's own path."""
+    from diffusers.models.autoencoders.autoencoder_kl_wan import WanCausalConv3d
+
+    def current_tap_forward(conv: WanCausalConv3d):
+        full = conv.forward
+
+        def forward(x: torch.Tensor, cache_x: torch.Tensor | None = None) -> torch.Tensor:
+            if x.shape[2] != 1 or cache_x is not None or conv.stride[0] != 1:
+                return full(x, cache_x)
+            spatial = list(conv._padding[:4])  # (w, w, h, h); the time padding is what the last tap skips
+            return torch.nn.functional.conv3d(torch.nn.functional.pad(x, spatial), conv.weight[:, :, -1:],
+                                              conv.bias, conv.stride, 0, conv.dilation, conv.groups)
+
+        return forward
+
+    convs = [m for m in vae.modules() if isinstance(m, WanCausalConv3d)]
+    for conv in convs:
+        conv.forward = current_tap_forward(conv)
+    try:
+        yield
+    finally:
+        for conv in convs:
+            del conv.forward  # back to the class's method
+
+
 def encode_video(
     vae: AutoencoderKLWan,
     frames: torch.Tensor,

@@ -75,7 +75,7 @@ def train_tlpo(cfg: TlpoConfig, log_fn_for=lambda prefix: None, is_main: bool = 
         summary[expert] = {**result.summary(), "n_pairs": len(data["winner"])}
 
     activate_experts(model, experts)
-    gate = TimestepLayerGate(model.cfg.backbone.num_layers, experts)
+    gate = TimestepLayerGate(model.cfg.backbone.num_layers, experts, activation=cfg.gate_activation)
     data = load_pair_tensors(cfg.candidates, pairs_files["composite"], features)
     print(f"tlpo: gate on {len(data['winner'])} composite pairs, experts frozen")
     result = run_training(
@@ -101,7 +101,8 @@ def train_tlpo(cfg: TlpoConfig, log_fn_for=lambda prefix: None, is_main: bool = 
                "beta": cfg.beta, "lora_rank": cfg.lora_rank, "experts": experts}
     for fusion, variant, fused_by in (("gate", "tlpo", gate), ("uniform", "tlpo_uniform", None)):
         spec = TlpoSpec(experts=experts, targets=list(cfg.lora_targets), rank=cfg.lora_rank, alpha=cfg.lora_alpha,
-                        n_layers=gate.n_layers, fusion=fusion, freq_dim=gate.freq_dim, hidden=gate.out.in_features)
+                        n_layers=gate.n_layers, fusion=fusion, freq_dim=gate.freq_dim, hidden=gate.out.in_features,
+                        gate_activation=cfg.gate_activation)
         bundle.meta = bundle.meta.model_copy(update={"variant": variant, "lineage": {**lineage, "fusion": fusion}})
         save_tlpo_bundle(Path(cfg.output) / ("gated" if fusion == "gate" else "uniform"), bundle, spec, states, fused_by)
     if cfg.export_experts:

@@ -7,14 +7,29 @@ from pathlib import Path
 
 import torch
 
-from components.config import Params
-from components.data.windows import split_windows
+from components.config import ImageCorpusConfig, Params
+from components.data.synthetic.image_corpus import render_image_corpus
+from components.data.windows import Window, split_windows
 from components.io.atomic import atomic_directory
-from components.model.vae import build_vae, encode_video, latent_stats, per_frame_init, set_latent_stats
+from components.model.vae import (
+    build_vae,
+    encode_video,
+    latent_stats,
+    per_frame_init,
+    set_latent_stats,
+    single_frame_convs,
+)
 from components.train.checkpoint_keys import checkpoint_dir, shards_digest
 from components.train.loop import TrainResult, run_training, sliced
 from components.train.objective import Objective
-from components.train.vae_objective import reconstruction_report, vae_loss, window_batch
+from components.train.vae_objective import box_mask, reconstruction_report, vae_loss, window_batch
+
+
+def corpus_stills(cfg: ImageCorpusConfig, like: Window, mouth_width_frac: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """(frames uint8 [N,H,W,3], mouth masks float [N,H,W]) of the image corpus at the shards' resolution."""
+    resolution = like.frames.shape[1]
+    corpus = render_image_corpus(cfg.identities, cfg.frames_per_identity, resolution, cfg.seed, mouth_width_frac)
+    return torch.from_numpy(corpus.frames), torch.from_numpy(box_mask(corpus.mouth_box, resolution, resolution))
 
 
 def pretrain_vae(params: Params, log_fn_for=lambda prefix: None, is_main: bool = True) -> tuple[dict, dict]:
@@ -34,12 +49,20 @@ def pretrain_vae(params: Params, log_fn_for=lambda prefix: None, is_main: bool =
         video, mouth_mask = window_batch([train[i] for i in picks])
         return {"frames": video, "mouth_mask": mouth_mask}
 
+    corpus = corpus_stills(cfg.image_corpus, train[0], params.world.mouth_width_frac) if cfg.image_corpus else None
+
     def image_rows(step: int, micro: int, rows: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
         picks = torch.randint(len(train), (rows,), generator=generator).tolist()
         at = torch.randint(frames, (rows,), generator=generator).tolist()
         video, mouth_mask = window_batch([train[i] for i in picks])
         index = torch.arange(rows)
-        return {"frames": video[index, at][:, None], "mouth_mask": mouth_mask[index, at][:, None]}
+        still, still_mask = video[index, at], mouth_mask[index, at]
+        if corpus is not None:  # each row: a corpus still with probability `share`, else the train frame
+            from_corpus = torch.rand(rows, generator=generator) < cfg.image_corpus.share
+            drawn = torch.randint(len(corpus[0]), (rows,), generator=generator)
+            still = torch.where(from_corpus[:, None, None, None], corpus[0][drawn], still)
+            still_mask = torch.where(from_corpus[:, None, None], corpus[1][drawn], still_mask)
+        return {"frames": still[:, None], "mouth_mask": still_mask[:, None]}
 
     objective = Objective(lambda m, batch: vae_loss(m, batch["frames"], batch["mouth_mask"], cfg), vae)
 
@@ -53,7 +76,8 @@ def pretrain_vae(params: Params, log_fn_for=lambda prefix: None, is_main: bool =
     if cfg.image_steps:
         image_optim = cfg.optim.model_copy(update={"lr": cfg.image_lr or cfg.optim.lr})
         image_cfg = cfg.model_copy(update={"steps": cfg.image_steps, "batch_size": cfg.image_batch_size, "optim": image_optim})
-        train_phase("pretrain_vae_image", image_rows, image_cfg, "image.")
+        with single_frame_convs(vae):  # exact, and ~1.5x faster per image step
+            train_phase("pretrain_vae_image", image_rows, image_cfg, "image.")
     result = train_phase("pretrain_vae", window_rows, cfg)  # its cfg includes image_steps: a new recipe restarts it
     summary = {"train_windows": len(train), "val_windows": len(val), **result.summary()}
     if not is_main:  # rank 0 measures, saves and reports; the weights are identical on every rank

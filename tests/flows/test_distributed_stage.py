@@ -21,7 +21,8 @@ TINY = {
     "world": {"n_identities": 4, "clips_per_identity": 1, "duration_s": 1.2, "speech": "syllables"},
     "shard": {"maxcount": 4},
     "data": {"frames": 9, "window_stride": 8},
-    "pretrain_vae": {"image_steps": 1, "image_batch_size": 2, "steps": 1, "batch_size": 2, "log_every": 1},
+    "pretrain_vae": {"image_steps": 1, "image_batch_size": 2, "image_corpus": {"identities": 2, "frames_per_identity": 1},
+                     "steps": 1, "batch_size": 2, "log_every": 1},
     "pretrain_dit": {"steps": 1, "batch_size": 4, "log_every": 1},
     # 4 steps of a global batch of 4 (2 rows per process), no dropout randomness left out of the comparison
     "phase1": {"steps": 4, "batch_size": 4, "checkpoint_every": 2, "log_every": 1, "sample_every": 0},

@@ -53,6 +53,21 @@ def test_gate_starts_uniform_then_depends_on_timestep_and_layer():
     assert not torch.allclose(early, late) and not torch.allclose(early[0], early[1])
 
 
+def test_sigmoid_gate_starts_as_the_sum_and_scales_each_expert_on_its_own():
+    gate = TimestepLayerGate(n_layers=4, experts=EXPERTS, activation="sigmoid")
+    start = gate(torch.tensor(500.0))
+    torch.testing.assert_close(start, uniform_weights(4, EXPERTS, "sigmoid"))
+    torch.testing.assert_close(start, torch.ones(5, len(EXPERTS)))  # every expert at full strength: their sum
+    with torch.no_grad():
+        gate.out.weight.normal_(0, 1.0)
+        gate.out.bias.fill_(3.0)
+    weights = gate(torch.tensor(900.0))
+    assert bool(((weights > 0) & (weights < 2)).all())
+    assert bool((weights.sum(-1) > 1.5).all())  # not a convex mix: several experts can be strong at once
+    with pytest.raises(ValueError, match="softmax or sigmoid"):
+        TimestepLayerGate(n_layers=4, experts=EXPERTS, activation="relu")
+
+
 def test_layer_index_of_module_names():
     assert layer_index("transformer.blocks.3.block.attn1.to_q", 4) == 3
     assert layer_index("motion.audio.project.proj", 4) == 4

@@ -60,9 +60,9 @@ def _errors(model, bundle, sigma, weights=None):
             return _velocity(model, bundle, sigma)
 
 
-def _spec(model, fusion: str) -> TlpoSpec:
+def _spec(model, fusion: str, gate_activation: str = "softmax") -> TlpoSpec:
     return TlpoSpec(experts=EXPERTS, targets=TARGETS, rank=2, alpha=2.0, n_layers=model.cfg.backbone.num_layers,
-                    fusion=fusion)
+                    fusion=fusion, gate_activation=gate_activation)
 
 
 def test_gated_export_loads_and_fuses_at_each_timestep(tlpo_setup, tmp_path):
@@ -98,6 +98,18 @@ def test_uniform_export_equals_uniform_weights(tlpo_setup, tmp_path):
     for sigma in (0.7, 0.2):
         expected = _errors(model, bundle, sigma, uniform_weights(model.cfg.backbone.num_layers, EXPERTS))
         torch.testing.assert_close(_errors(loaded.model, loaded, sigma), expected)
+
+
+def test_sigmoid_uniform_export_is_the_sum_of_the_experts(tlpo_setup, tmp_path):
+    bundle, _, states, _ = tlpo_setup
+    model = bundle.model
+    save_tlpo_bundle(tmp_path / "sum", bundle, _spec(model, "uniform", "sigmoid"), states, None)
+    loaded = load_bundle(tmp_path / "sum")
+    ones = torch.ones(model.cfg.backbone.num_layers + 1, len(EXPERTS))
+    torch.testing.assert_close(loaded.model.tlpo.weights(torch.tensor(300.0)), ones)
+    expected = _errors(model, bundle, 0.4, ones)
+    torch.testing.assert_close(_errors(loaded.model, loaded, 0.4), expected)
+    assert not torch.allclose(expected, _errors(model, bundle, 0.4, uniform_weights(model.cfg.backbone.num_layers, EXPERTS)))
 
 
 def test_a_call_with_mixed_timesteps_is_refused(tlpo_setup, tmp_path):

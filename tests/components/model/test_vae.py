@@ -129,3 +129,33 @@ def test_channels_last_inference_gives_the_same_video_and_restores_the_weights(v
             raw = vae.decode(latents * 1.0).sample
     torch.testing.assert_close(raw, plain, rtol=1e-4, atol=1e-5)
     assert fast.shape == plain.shape
+
+
+def test_single_frame_convs_give_the_full_convs_values_and_gradients():
+    """On one frame each causal conv's past taps multiply zero padding: the current-frame tap alone gives the same
+    output and gradients (every tap non-zero here, not per-frame initialised); longer inputs take the full path."""
+    from components.model.vae import single_frame_convs
+
+    vae = build_vae(VaeConfig())
+    with torch.no_grad():
+        for conv in vae.modules():
+            if isinstance(conv, torch.nn.Conv3d):
+                conv.weight.normal_(0.0, 0.05, generator=torch.Generator().manual_seed(conv.weight.numel()))
+    still = to_vae_input(clip(n_frames=1, size=32))
+
+    def run(x):
+        vae.zero_grad()
+        out = vae.decode(vae.encode(x).latent_dist.mode()).sample
+        (out ** 2).mean().backward()
+        return out.detach(), [p.grad.clone() for p in vae.parameters() if p.grad is not None]
+
+    full_out, full_grads = run(still)
+    with single_frame_convs(vae):
+        tapped_out, tapped_grads = run(still)
+        video_out = run(to_vae_input(clip(n_frames=5, size=32)))[0]
+    torch.testing.assert_close(tapped_out, full_out, rtol=1e-5, atol=1e-6)
+    assert len(tapped_grads) == len(full_grads)
+    for tapped, full in zip(tapped_grads, full_grads):
+        torch.testing.assert_close(tapped, full, rtol=1e-4, atol=1e-6)
+    assert "forward" not in vars(next(m for m in vae.modules() if isinstance(m, torch.nn.Conv3d)))  # restored
+    torch.testing.assert_close(video_out, run(to_vae_input(clip(n_frames=5, size=32)))[0])

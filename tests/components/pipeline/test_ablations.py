@@ -226,3 +226,19 @@ def test_bad_specs_name_the_file(tmp_path):
     bad.write_text("rows: [{name: x}, {name: x}]\ncolumns: []\n")
     with pytest.raises(AblationError, match=r"row names must be unique: x"):
         load_spec(bad)
+
+
+@pytest.mark.parametrize("spec_path", sorted((Path(__file__).parents[3] / "infra" / "ablations").glob("*.yaml")),
+                         ids=lambda p: p.name)
+def test_every_shipped_row_is_a_valid_params_override(spec_path):
+    """Each row of infra/ablations/*.yaml names keys params.yaml has, with values the params classes accept, and
+    stages dvc.yaml has: a typo fails here, not after the slow rows before it have run."""
+    from components.config import load_params
+
+    repo = spec_path.parents[2]
+    spec = load_spec(spec_path)
+    stages = set(yaml.safe_load((repo / "dvc.yaml").read_text())["stages"])
+    assert spec.rows
+    for row in spec.rows:
+        load_params(repo / "params.yaml", overrides=spec.overrides_of(row))  # raises on a bad key or value
+        assert set(row.targets or spec.targets) <= stages, row.name
