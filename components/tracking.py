@@ -18,6 +18,7 @@ from typing import Any
 import yaml
 
 from components.config import Params
+from components.config.dotted import flatten
 
 PARENT_RUN_ENV = "TALKALIGN_PARENT_RUN_ID"
 
@@ -124,19 +125,9 @@ def stage_run(
         name = section or stage
         values = getattr(params, name, None)
         if hasattr(values, "model_dump"):
-            mlflow.log_params(_flatten(values.model_dump(), prefix=f"{name}."))
+            mlflow.log_params(flatten(values.model_dump(), prefix=f"{name}."))
         mlflow.log_param("seed", params.seed)
         yield run
-
-
-def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    flat: dict[str, Any] = {}
-    for key, value in tree.items():
-        if isinstance(value, dict):
-            flat.update(_flatten(value, prefix=f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
 
 
 def metrics_logger(prefix: str = ""):

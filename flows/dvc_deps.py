@@ -24,6 +24,7 @@ from typing import Any
 
 import yaml
 
+from components.config.dotted import get_dotted
 from components.io.atomic import TEMPORARY_NAME
 
 REPO = Path(__file__).resolve().parents[1]
@@ -39,22 +40,16 @@ class Stage:
     deps: tuple[str, ...]
     outs: tuple[str, ...]
     params: tuple[str, ...] = field(default=())
+    uncached: tuple[str, ...] = field(default=())  # the outs marked `cache: false` (git keeps them, not DVC)
 
 
 # ----------------------------------------------------------------------------- dvc.yaml, resolved
 
 
-def _lookup(tree: dict[str, Any], dotted: str) -> Any:
-    value: Any = tree
-    for key in dotted.split("."):
-        value = value[key]
-    return value
-
-
 def _interpolate(text: str, params: dict[str, Any], item: Any = None, key: Any = None) -> str:
     def value(match: re.Match) -> str:
         name = match.group(1)
-        return str(item) if name == "item" else str(key) if name == "key" else str(_lookup(params, name))
+        return str(item) if name == "item" else str(key) if name == "key" else str(get_dotted(params, name))
 
     return re.sub(r"\$\{([^}]+)\}", value, text)
 
@@ -63,17 +58,19 @@ def _foreach_items(foreach: Any, params: dict[str, Any]) -> list[tuple[Any, Any]
     """(key, item) per generated stage: a list gives (item, item), a dict (key, value); `${a.b}` names params."""
     if isinstance(foreach, str):
         match = re.fullmatch(r"\$\{([^}]+)\}", foreach.strip())
-        foreach = _lookup(params, match.group(1)) if match else foreach
+        foreach = get_dotted(params, match.group(1)) if match else foreach
     if isinstance(foreach, dict):
         return list(foreach.items())
     return [(item, item) for item in foreach]
 
 
-def _paths(entries: list[Any]) -> list[str]:
-    """dvc.yaml lists entries as plain paths or {path: options}."""
+def _paths(entries: list[Any], uncached_only: bool = False) -> list[str]:
+    """dvc.yaml lists entries as plain paths or {path: options}; uncached_only: those with `cache: false`."""
     out = []
     for entry in entries or []:
-        out.extend(entry.keys() if isinstance(entry, dict) else [entry])
+        options = entry if isinstance(entry, dict) else {entry: None}
+        out.extend(path for path, opts in options.items()
+                   if not uncached_only or (isinstance(opts, dict) and opts.get("cache") is False))
     return out
 
 
@@ -89,13 +86,16 @@ def load_stages(dvc_yaml: Path = REPO / "dvc.yaml", params: dict[str, Any] | Non
             items = [(f"{name}@{key}", spec["do"], item, key) for key, item in _foreach_items(spec["foreach"], params)]
         for stage_name, body, item, key in items:
             resolve = lambda text: _interpolate(str(text), params, item, key)  # noqa: E731
-            outs = [*_paths(body.get("outs")), *_paths(body.get("metrics")), *_paths(body.get("plots"))]
+            kinds = [body.get(kind) for kind in ("outs", "metrics", "plots")]
+            outs = [path for entries in kinds for path in _paths(entries)]
+            uncached = [path for entries in kinds for path in _paths(entries, uncached_only=True)]
             stages.append(Stage(
                 name=stage_name,
                 cmd=resolve(body["cmd"]),
                 deps=tuple(os.path.normpath(resolve(d)) for d in _paths(body.get("deps"))),
                 outs=tuple(os.path.normpath(resolve(o)) for o in outs),
                 params=tuple(str(p) if not isinstance(p, dict) else next(iter(p)) for p in body.get("params", [])),
+                uncached=tuple(os.path.normpath(resolve(o)) for o in uncached),
             ))
     return stages
 

@@ -10,6 +10,7 @@ from pydantic import ValidationError, model_validator
 
 from components.config.base import Strict
 from components.config.data import IngestConfig, ShardConfig, TrainingDataConfig, ValidationConfig, WorldConfig
+from components.config.dotted import set_dotted
 from components.config.errors import ParamsError, describe
 from components.config.evaluation import EvaluationConfig, RegistryConfig, SamplingConfig, TrackingConfig
 from components.config.model import PortraitModelConfig, VaeConfig
@@ -145,16 +146,6 @@ def _one_line(exc: Exception) -> str:
     return " ".join(str(exc).split())
 
 
-def _set_dotted(tree: dict[str, Any], dotted: str, value: Any, source: Path) -> None:
-    keys = dotted.split(".")
-    node = tree
-    for depth, key in enumerate(keys[:-1]):
-        node = node.setdefault(key, {})
-        if not isinstance(node, dict):
-            raise ParamsError(f"{source}: --set {dotted}: '{'.'.join(keys[: depth + 1])}' is a value, not a section")
-    node[keys[-1]] = value
-
-
 def load_params(path: str | Path = "params.yaml", overrides: dict[str, Any] | None = None) -> Params:
     """Load params.yaml, apply `{"a.b": value}` overrides, and validate.
 
@@ -171,7 +162,10 @@ def load_params(path: str | Path = "params.yaml", overrides: dict[str, Any] | No
     if not isinstance(tree, dict):
         raise ParamsError(f"{path}: expected a mapping of sections (world:, ingest:, ...), got {type(tree).__name__}")
     for dotted, value in (overrides or {}).items():
-        _set_dotted(tree, dotted, value, path)
+        try:
+            set_dotted(tree, dotted, value)
+        except ValueError as exc:
+            raise ParamsError(f"{path}: --set {dotted}: {exc}") from exc
     try:
         return Params.model_validate(tree)
     except ValidationError as exc:

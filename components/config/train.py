@@ -139,6 +139,8 @@ class PreferenceTrainConfig(FlowTrainConfig):
     lora_rank: int = Field(8, ge=1)
     lora_alpha: float = Field(8.0, gt=0)
     lora_targets: list[LoraTarget] = ["attention", "mlp", "modulation"]
+    # Noise levels of the pairs: uniform (Diffusion-DPO) or logit-normal (SD3, flow_grpo), both then shifted.
+    timestep_sampling: Literal["uniform", "logit_normal"] = "uniform"
     batch_size: int = Field(4, ge=1)
     log_every: int = Field(20, ge=1)
     optim: OptimConfig = OptimConfig(lr=1e-4, warmup_steps=10)
@@ -149,6 +151,8 @@ class DpoConfig(PreferenceTrainConfig):
     """Flow-DPO of the phase-2 model on one pair set."""
 
     pair_set: str = "lip_sync"  # composite | lip_sync | motion | quality (the toy default: params.yaml says why)
+    pair_weighting: Literal["none", "reward_gap"] = "none"  # reward_gap: each pair's loss x its gap / mean (VideoDPO)
+    sft_weight: float = Field(0.0, ge=0)  # Reg-DPO: + sft_weight x the policy's flow-matching error on winners
     steps: int = Field(200, ge=1)
     checkpoint_every: int = Field(100, ge=1)
     output: str = "models/dpo"

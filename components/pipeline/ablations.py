@@ -28,6 +28,7 @@ import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
 
 from components.config.base import Strict
+from components.config.dotted import flatten, get_dotted, has_dotted, set_dotted
 from components.io.atomic import atomic_file
 from components.pipeline.dvc_process import DvcFailed, dvc_executable, run_streaming, stage_environment
 from components.pipeline.parameters import hydra_value
@@ -312,41 +313,6 @@ def _split_key(key: str, default_file: str) -> tuple[str, str]:
     return (file, dotted) if sep else (default_file, key)
 
 
-def _get(data: Any, dotted: str) -> Any:
-    for part in dotted.split("."):
-        if isinstance(data, dict) and part in data:
-            data = data[part]
-        elif isinstance(data, list) and part.isdigit() and int(part) < len(data):
-            data = data[int(part)]
-        else:
-            return None
-    return data
-
-
-def _has(data: Any, dotted: str) -> bool:
-    for part in dotted.split("."):
-        if not (isinstance(data, dict) and part in data):
-            return False
-        data = data[part]
-    return True
-
-
-def _set(data: dict, dotted: str, value: Any) -> None:
-    *parents, last = dotted.split(".")
-    for part in parents:
-        data = data.setdefault(part, {})
-    data[last] = value
-
-
-def _flatten(data: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(data, dict) and data:
-        out = {}
-        for key, value in data.items():
-            out.update(_flatten(value, f"{prefix}{key}."))
-        return out
-    return {prefix.rstrip("."): data}
-
-
 def _same(a: Any, b: Any) -> bool:
     if isinstance(a, (int, float)) and isinstance(b, (int, float)) and not isinstance(a, bool) and not isinstance(b, bool):
         return math.isclose(a, b, rel_tol=1e-12, abs_tol=0.0)
@@ -360,10 +326,11 @@ def _params_differences(baseline: Experiment, exp: Experiment, overrides: dict[s
     expected = copy.deepcopy(baseline.params)
     for key, value in overrides.items():
         file, dotted = _split_key(key, default_file)
-        _set(expected.setdefault(file, {}), dotted, value)
+        set_dotted(expected.setdefault(file, {}), dotted, value)
     out = []
     for file in sorted(set(expected) | set(exp.params)):
-        want, got = _flatten(expected.get(file, {})), _flatten(exp.params.get(file, {}))
+        want = flatten(expected.get(file, {}), keep_empty=True)
+        got = flatten(exp.params.get(file, {}), keep_empty=True)
         for key in sorted(set(want) | set(got)):
             if not _same(want.get(key), got.get(key)):
                 name = key if file == default_file else f"{file}:{key}"
@@ -378,12 +345,12 @@ def _column_value(column: Column, exp: Experiment, default_file: str) -> Any:
     def fill(match: re.Match) -> str:
         nonlocal missing
         file, dotted = _split_key(match[1], default_file)
-        value = _get(exp.params.get(file, params), dotted)
+        value = get_dotted(exp.params.get(file, params), dotted, None)
         missing = missing or value is None
         return str(value)
 
     path = _PLACEHOLDER.sub(fill, column.path)
-    return None if missing else _get(exp.metrics.get(column.file), path)
+    return None if missing else get_dotted(exp.metrics.get(column.file), path, None)
 
 
 def _finite(*values: Any) -> bool:
@@ -551,7 +518,7 @@ def _check_keys(repo: Path, spec: AblationSpec, rows: list[Row]) -> None:
                     loaded[file] = yaml.safe_load((repo / file).read_text()) or {}
                 except (OSError, yaml.YAMLError) as exc:
                     raise AblationError(f"row {row.name}: cannot read {file} for -S {key}: {exc}") from exc
-            if not _has(loaded[file], dotted):
+            if not has_dotted(loaded[file], dotted):
                 raise AblationError(f"row {row.name}: -S {key}: {file} has no such key")
 
 

@@ -17,7 +17,7 @@ from components.model.adapters import add_lora, lora_state_dict, merge_lora
 from components.model.bundle import save_bundle
 from components.model.loading import load_bundle
 from components.model.precision import place_for_training, torch_dtype
-from components.preference.pair_data import global_pair_batch, load_pair_tensors
+from components.preference.pair_data import global_pair_batch, load_pair_tensors, reward_gap_weights
 from components.train.checkpoint_keys import checkpoint_dir, files_digest
 from components.train.dpo import dpo_step_loss
 from components.train.fsdp import copy_exported, gather_named, has_sharded_parameters
@@ -42,11 +42,13 @@ def train_dpo(cfg: DpoConfig, log_fn=None, is_main: bool = True, variant: str = 
     targets = add_lora(model, cfg.lora_rank, cfg.lora_alpha, cfg.lora_targets)
     place_for_training(model, torch_dtype(model.cfg.backbone.dtype))  # LoRA in fp32 over the frozen (bf16) base
     data = load_pair_tensors(cfg.candidates, pairs_file, bundle.meta.audio.features)
+    if cfg.pair_weighting == "reward_gap":
+        data["pair_weight"] = reward_gap_weights(pairs_file)
     text_emb = bundle.text_encoder([bundle.meta.default_prompt]).detach()
     print(f"dpo: {len(data['winner'])} pairs from {pairs_file}, LoRA rank {cfg.lora_rank} on {len(targets)} layers")
     result = run_training(
         name=variant,
-        model=Objective(lambda m, batch: dpo_step_loss(m, batch, text_emb, cfg.beta), model),
+        model=Objective(lambda m, batch: dpo_step_loss(m, batch, text_emb, cfg.beta, cfg.sft_weight), model),
         trainable=[p for p in model.parameters() if p.requires_grad],
         batch_fn=sliced(lambda step, micro, rows, g: global_pair_batch(data, cfg, rows, g)),
         cfg=cfg,

@@ -60,19 +60,20 @@ def round_params(params: Params, name: str) -> Params:
     policy = cfg.schedule[name]
     data, reports = Path(cfg.data_dir) / name, Path(cfg.reports_dir) / name
     pool = [GeneratorSpec(name=_generator_name(g), model=policy, guidance=g, seeds=list(cfg.seeds)) for g in cfg.guidances]
-    sections = {
-        "candidates": params.candidates.model_copy(update={
-            "out_dir": str(data / "candidates"), "pool": pool, "windows": cfg.windows,
-            "window_phase": k / (n_rounds + 1)}),
-        "annotate": params.annotate.model_copy(update={
-            "source": source, "out_dir": str(data / "ratings"), "report_path": str(reports / "annotate.md")}),
-        "pairs": params.pairs.model_copy(update={
-            "ratings": str(data / "ratings"), "out_dir": str(data / "pairs"), "report_path": str(reports / "pairs.md"),
-            "summary_path": str(reports / "pairs.json"), "figure_path": str(reports / "pairs_margins.png")}),
-        "dpo": params.dpo.model_copy(update={
-            "base_model": policy, "candidates": str(data / "candidates"), "pairs": str(data / "pairs"),
-            "pair_set": "composite", "output": cfg.model_dir(name), "steps": cfg.steps}),
+    pool = [generator.model_dump() for generator in pool]
+    updates = {
+        "candidates": {"out_dir": str(data / "candidates"), "pool": pool, "windows": cfg.windows,
+                       "window_phase": k / (n_rounds + 1)},
+        "annotate": {"source": source, "out_dir": str(data / "ratings"), "report_path": str(reports / "annotate.md")},
+        "pairs": {"ratings": str(data / "ratings"), "out_dir": str(data / "pairs"), "report_path": str(reports / "pairs.md"),
+                  "summary_path": str(reports / "pairs.json"), "figure_path": str(reports / "pairs_margins.png")},
+        "dpo": {"base_model": policy, "candidates": str(data / "candidates"), "pairs": str(data / "pairs"),
+                "pair_set": "composite", "output": cfg.model_dir(name), "steps": cfg.steps},
     }
+    # Each section is validated again with the round's values. Params' cross-section checks are not: they check
+    # the pipeline's own wiring (rounds.schedule starts from dpo.output), which a round's repointed dpo breaks.
+    sections = {name: type(getattr(params, name)).model_validate({**getattr(params, name).model_dump(), **update})
+                for name, update in updates.items()}
     return params.model_copy(update=sections)
 
 

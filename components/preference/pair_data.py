@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from components.config import FlowTrainConfig
+from components.config import PreferenceTrainConfig
 from components.train.flow_matching import sample_timesteps
 
 
@@ -60,11 +60,20 @@ def load_pair_tensors(candidates_dir: str | Path, pairs_path: str | Path, audio_
 
 
 def global_pair_batch(
-    data: dict[str, torch.Tensor], cfg: FlowTrainConfig, rows: int, generator: torch.Generator
+    data: dict[str, torch.Tensor], cfg: PreferenceTrainConfig, rows: int, generator: torch.Generator
 ) -> dict[str, torch.Tensor]:
     """`rows` pairs with one noise and one noise level per pair, shared by its winner and loser."""
     index = torch.randint(data["winner"].shape[0], (rows,), generator=generator)
     batch = {key: value[index] for key, value in data.items()}
     batch["noise"] = torch.randn(batch["winner"].shape, generator=generator)
-    batch["sigma"] = sample_timesteps(rows, cfg.timestep_shift, generator)
+    batch["sigma"] = sample_timesteps(rows, cfg.timestep_shift, generator, sampling=cfg.timestep_sampling)
     return batch
+
+
+def reward_gap_weights(pairs_path: str | Path) -> torch.Tensor:
+    """[P] per-pair loss weights proportional to the pair's reward gap, mean 1 (VideoDPO's weighting: a clear
+    preference teaches more than a near tie)."""
+    gaps = torch.tensor([float(p["reward_winner"]) - float(p["reward_loser"]) for p in read_pairs(pairs_path)])
+    if not bool((gaps > 0).all()):
+        raise PairDataError(f"{pairs_path}: reward gap weighting needs every winner's reward above its loser's")
+    return gaps / gaps.mean()

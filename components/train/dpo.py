@@ -11,7 +11,12 @@ Beta convention: beta multiplies the difference of MSE *differences* directly, a
 Diffusion-DPO reference code (and diffusers' DPO example) puts a 0.5 inside (`-0.5 * beta_dpo * ...`), so its
 beta_dpo = 2 * our beta: its default 5000 is our 2500, the value Hallo4 reports.
 Weighting: w(sigma) = 1 (`constant`, what Diffusion-DPO uses); the MSE is a mean over every latent element, so
-beta does not depend on the clip's size.
+beta does not depend on the clip's size. Two optional terms (0 / off by default, Hallo4 has neither):
+
+    loss = mean_pairs(g_p * -log sigmoid(...)) + sft_weight * mean_pairs(err_w)
+
+g_p: a per-pair weight (the reward gap, normalised to mean 1: VideoDPO; else 1). sft_weight: Reg-DPO's supervised
+term, the policy's flow-matching error on the winners, which holds the policy near what it already renders well.
 
 The reference costs no second copy of the weights: it is the same model with its adapters disabled
 (`adapters_disabled`), run without gradients. Adapters start at B = 0, so at step 0 policy == reference, the
@@ -43,15 +48,20 @@ def flow_dpo_loss(
     ref_err_l: torch.Tensor,
     beta: float,
     weight: torch.Tensor | float = 1.0,
+    pair_weight: torch.Tensor | None = None,
+    sft_weight: float = 0.0,
 ) -> tuple[torch.Tensor, dict[str, float]]:
-    """Mean Flow-DPO loss over pairs (all inputs [P]) and what to log about it.
+    """Mean Flow-DPO loss over pairs (all inputs [P]) and what to log about it (module docstring: the weights).
 
     implicit_acc: share of pairs whose implicit reward prefers the winner (ties count half);
     reward_margin: mean of -((err_w - ref_w) - (err_l - ref_l)), > 0 when the policy moved towards the winner.
     """
     diff = (policy_err_w - ref_err_w) - (policy_err_l - ref_err_l)
     inside = -beta * weight * diff
-    loss = -F.logsigmoid(inside).mean()
+    per_pair = -F.logsigmoid(inside)
+    loss = (per_pair if pair_weight is None else pair_weight.to(per_pair) * per_pair).mean()
+    if sft_weight:
+        loss = loss + sft_weight * policy_err_w.mean()
     with torch.no_grad():
         acc = ((inside > 0).float() + 0.5 * (inside == 0).float()).mean()
         stats = {
@@ -101,11 +111,13 @@ def pair_velocity_errors(
 
 
 def dpo_step_loss(
-    model: nn.Module, batch: dict[str, torch.Tensor], text_emb: torch.Tensor, beta: float
+    model: nn.Module, batch: dict[str, torch.Tensor], text_emb: torch.Tensor, beta: float, sft_weight: float = 0.0
 ) -> tuple[torch.Tensor, dict[str, float]]:
-    """Policy errors with gradients through the adapters; reference errors with the adapters off, no grad."""
+    """Policy errors with gradients through the adapters; reference errors with the adapters off, no grad.
+    A batch's `pair_weight` [P], when it has one, weights each pair's loss."""
     policy_w, policy_l = pair_velocity_errors(model, batch, text_emb)
     with torch.no_grad(), adapters_disabled(getattr(model, "module", model)):
         ref_w, ref_l = pair_velocity_errors(model, batch, text_emb)
-    return flow_dpo_loss(policy_w, policy_l, ref_w, ref_l, beta)
+    return flow_dpo_loss(policy_w, policy_l, ref_w, ref_l, beta, pair_weight=batch.get("pair_weight"),
+                         sft_weight=sft_weight)
 

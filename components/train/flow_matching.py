@@ -12,13 +12,21 @@ import torch
 
 from components.model.flow import shift_sigma
 
+TimestepSampling = Literal["uniform", "logit_normal"]
+
 
 def sample_timesteps(
-    batch: int, shift: float = 1.0, generator: torch.Generator | None = None, device: torch.device | str = "cpu"
+    batch: int, shift: float = 1.0, generator: torch.Generator | None = None, device: torch.device | str = "cpu",
+    sampling: TimestepSampling = "uniform",
 ) -> torch.Tensor:
-    """Noise levels sigma [batch] in (0, 1): uniform, then shifted."""
+    """Noise levels sigma [batch] in (0, 1), then shifted: uniform, or logit-normal (sigmoid of a standard normal,
+    SD3's and flow_grpo's choice: fewer draws at the nearly clean and nearly pure-noise ends)."""
     if shift <= 0:
         raise ValueError(f"shift must be positive, got {shift}")
+    if sampling == "logit_normal":
+        return shift_sigma(torch.sigmoid(torch.randn(batch, generator=generator, device=device)), shift)
+    if sampling != "uniform":
+        raise ValueError(f"timestep sampling must be uniform or logit_normal, got {sampling!r}")
     return shift_sigma(torch.rand(batch, generator=generator, device=device), shift)
 
 

@@ -160,3 +160,20 @@ def test_split_fractions_must_sum_to_one():
 def test_missing_params_file_is_named(tmp_path):
     with pytest.raises(FileNotFoundError, match="nope.yaml"):
         load_params(tmp_path / "nope.yaml")
+
+
+def test_dotted_keys_read_write_and_flatten_one_way():
+    from components.config.dotted import flatten, get_dotted, has_dotted, set_dotted
+
+    tree = {"a": {"b": {"c": 1}, "list": [10, 20], "empty": {}}}
+    assert get_dotted(tree, "a.b.c") == 1 and get_dotted(tree, "a.list.1") == 20
+    assert get_dotted(tree, "a.x", None) is None
+    with pytest.raises(KeyError):
+        get_dotted(tree, "a.x")
+    assert has_dotted(tree, "a.b") and not has_dotted(tree, "a.list.1")  # lists are values in params files
+    set_dotted(tree, "a.new.d", 2)
+    assert tree["a"]["new"] == {"d": 2}
+    with pytest.raises(ValueError, match="'a.b.c' is a value"):
+        set_dotted(tree, "a.b.c.d", 3)
+    assert flatten(tree) == {"a.b.c": 1, "a.list": [10, 20], "a.new.d": 2}
+    assert flatten(tree, keep_empty=True)["a.empty"] == {}

@@ -58,6 +58,29 @@ def test_loss_on_fixed_numbers_matches_the_hand_computation():
     assert float(weighted) == pytest.approx(expected, rel=1e-6)  # w(t) multiplies beta
 
 
+def test_pair_weights_and_the_sft_term_by_hand():
+    pw, pl = torch.tensor([0.50, 0.30]), torch.tensor([0.70, 0.20])
+    rw, rl = torch.tensor([0.40, 0.30]), torch.tensor([0.40, 0.30])
+    per_pair = torch.tensor([-math.log(1 / (1 + math.exp(-2.0))), -math.log(1 / (1 + math.exp(1.0)))])
+    weighted, _ = flow_dpo_loss(pw, pl, rw, rl, 10.0, pair_weight=torch.tensor([1.5, 0.5]))
+    assert float(weighted) == pytest.approx(float((torch.tensor([1.5, 0.5]) * per_pair).mean()), rel=1e-6)
+    regularised, _ = flow_dpo_loss(pw, pl, rw, rl, 10.0, sft_weight=0.5)
+    assert float(regularised) == pytest.approx(float(per_pair.mean()) + 0.5 * 0.40, rel=1e-6)  # 0.5 x mean err_w
+
+
+def test_the_step_loss_adds_the_sft_term_and_weights_pairs():
+    """At zero adapters: DPO + sft_weight x the policy's winner error; pair weights of mean 1 keep log 2."""
+    model = tiny_model()
+    add_lora(model, rank=4, alpha=4.0, groups=["attention", "mlp"])
+    batch = pair_batch()
+    plain, _ = dpo_step_loss(model, batch, TEXT, beta=1.0)
+    loss, _ = dpo_step_loss(model, batch, TEXT, beta=1.0, sft_weight=1.0)
+    policy_w, _ = pair_velocity_errors(model, batch, TEXT)
+    assert float(loss) == pytest.approx(float(plain) + float(policy_w.mean()), rel=1e-5)
+    weighted, _ = dpo_step_loss(model, {**batch, "pair_weight": torch.tensor([3.0, 0.0, 0.0])}, TEXT, beta=1.0)
+    assert float(weighted) == pytest.approx(LN2, rel=1e-5)  # log 2 per pair at zero adapters, weights of mean 1
+
+
 def test_zero_adapters_give_log2_and_half_accuracy():
     model = tiny_model()
     targets = add_lora(model, rank=4, alpha=4, groups=["attention", "mlp", "modulation"])
