@@ -66,6 +66,7 @@ class VaePretrainConfig(TrainLoopConfig):
 
     steps: int = Field(80, ge=1)
     batch_size: int = Field(2, ge=1)
+    checkpoint_every: int = Field(300, ge=1)
     log_every: int = Field(20, ge=1)
     optim: OptimConfig = OptimConfig(lr=3e-4, warmup_steps=30, schedule="cosine", min_lr_ratio=0.1)
     mouth_weight: float = Field(8.0, ge=0)  # extra reconstruction weight inside the ground-truth mouth box

@@ -143,7 +143,11 @@ def train_and_evaluate_critic(params: Params, log_fn: Callable[[int, dict], None
     held_candidates = [c for c in candidates if c.window_id in held_set]
     baseline = baseline_scores(held_candidates, windows, load_baseline_expert(params), sample_rate, fps)
     ours, theirs = evaluate_scores(scores, truth, window_of), evaluate_scores(baseline, truth, window_of)
+    # The training raters' own mean scores of the held-out videos, judged like the critic: how well the raters it
+    # learns from agree with the held-out rater, the ceiling a critic of those raters can hope to reach.
+    raters = evaluate_scores(rater_means(ratings, train_r, held_ids).reindex(scores.loc[held_ids].index), truth, window_of)
     metrics = {dim: {"critic_pair_acc": ours[dim]["pair_acc"], "baseline_pair_acc": theirs[dim]["pair_acc"],
+                     "raters_pair_acc": raters[dim]["pair_acc"],
                      "critic_spearman": ours[dim]["spearman"], "baseline_spearman": theirs[dim]["spearman"],
                      "n_pairs": ours[dim]["n_pairs"], "baseline_n_pairs": theirs[dim]["n_pairs"],
                      "baseline": BASELINES[dim]} for dim in DIMENSIONS}

@@ -193,7 +193,7 @@ def preference_stages_then_dpo(reads: ReadRecorder) -> None:
         critic_flow()
     critic = json.loads(Path("reports/critic.json").read_text())
     for dim in ("lip_sync", "motion", "quality"):
-        assert {"critic_pair_acc", "baseline_pair_acc", "critic_spearman", "baseline_spearman"} <= set(critic[dim])
+        assert {"critic_pair_acc", "baseline_pair_acc", "raters_pair_acc", "critic_spearman", "baseline_spearman"} <= set(critic[dim])
     assert {"critic_pairs_agreeing_with_raters", "rater_pairs_agreeing_with_critic"} <= set(critic["summary"])
     assert Path("models/critic/critic.safetensors").exists() and "held-out" in Path("reports/critic.md").read_text()
     # The critic rates at scale: annotate from it, as one more rater.

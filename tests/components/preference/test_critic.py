@@ -149,3 +149,16 @@ def test_sync_baseline_runs_on_window_audio(pool):
     expert = SyncExpert(model=SyncNet(spec).eval(), source="talkalign")
     table = baseline_scores(candidates[:2], windows, expert=expert)
     assert np.isfinite(table.to_numpy()).all() and (table["lip_sync"] >= 0).all()
+
+
+def test_training_raters_agreement_with_the_held_out_rater_by_hand():
+    """What critic.md's "training raters' pair acc" computes: the training raters' mean scores judged like a critic.
+    One window, three videos; the held-out rater orders them a > b > c; the two training raters' mean orders
+    a > c > b: of the held-out rater's 3 pairs, (a, b) and (a, c) agree and (b, c) does not -> 2/3."""
+    scores = {"sim-0": {"a": 5, "b": 2, "c": 3}, "sim-1": {"a": 4, "b": 2, "c": 2}, "sim-2": {"a": 5, "b": 3, "c": 1}}
+    ratings = pd.DataFrame([{"candidate_id": c, "rater_id": r, "dimension": d, "score": s}
+                            for r, by_video in scores.items() for c, s in by_video.items() for d in DIMENSIONS])
+    window_of = dict.fromkeys("abc", "w0")
+    agreement = evaluate_scores(rater_means(ratings, ["sim-0", "sim-1"], "abc"), rater_means(ratings, ["sim-2"], "abc"),
+                                window_of)
+    assert agreement["lip_sync"]["pair_acc"] == pytest.approx(2 / 3) and agreement["lip_sync"]["n_pairs"] == 3

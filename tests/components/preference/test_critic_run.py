@@ -80,5 +80,5 @@ def test_write_critic_writes_the_model_scores_metrics_and_report(tmp_path: Path)
 def test_report_reads_nan_as_not_available():
     run = _run()
     text = render_critic_report(run.metrics, run.summary)
-    assert "| lip_sync | 7 | 0.800 | n/a | 0.500 | 0.100 | lip_sync baseline |" in text
+    assert "| lip_sync | 7 | 0.800 | n/a | n/a | 0.500 | 0.100 | lip_sync baseline |" in text  # no raters_pair_acc: n/a
     assert "the critic orders n/a the same way" in text and "held-out rater(s) r2" in text
