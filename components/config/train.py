@@ -153,7 +153,7 @@ class DpoConfig(PreferenceTrainConfig):
 
     pair_set: str = "lip_sync"  # composite | lip_sync | motion | quality (the toy default: params.yaml says why)
     pair_weighting: Literal["none", "reward_gap"] = "none"  # reward_gap: each pair's loss x its gap / mean (VideoDPO)
-    sft_weight: float = Field(0.0, ge=0)  # Reg-DPO: + sft_weight x the policy's flow-matching error on winners
+    sft_weight: float = Field(20.0, ge=0)  # Reg-DPO: + sft_weight x the policy's flow-matching error on winners
     steps: int = Field(200, ge=1)
     checkpoint_every: int = Field(100, ge=1)
     output: str = "models/dpo"
