@@ -44,7 +44,8 @@ def test_reply_has_hand_scores_and_pose_on_every_kth_frame():
             assert hand is None or score >= 0.5  # the model reports landmarks only above presence 0.5
     assert not any(reply["left_hand"]) and not any(reply["right_hand"])  # a portrait: no hands
     assert set(reply["model_seconds"]) == {"face_detection", "face_mesh", "pose_and_hands"}
-    assert reply["setup_seconds"] > 0 and sum(reply["model_seconds"].values()) <= reply["seconds"]
+    # each time is rounded to 4 decimals by the worker: their sum may pass the rounded total by a few 1e-4
+    assert reply["setup_seconds"] > 0 and sum(reply["model_seconds"].values()) <= reply["seconds"] + 1e-3
 
 
 @needs_env

@@ -30,7 +30,7 @@ REPO = Path(__file__).resolve().parents[3]
 if str(REPO) not in sys.path:  # launched as a script: make `components` importable
     sys.path.insert(0, str(REPO))
 
-from components.config import AudioModulationConfig, FlowTrainConfig, OptimConfig, PortraitModelConfig  # noqa: E402
+from components.config import AudioModulationConfig, DpoConfig, FlowTrainConfig, OptimConfig, PortraitModelConfig  # noqa: E402
 from components.model.adapters import add_lora  # noqa: E402
 from components.model.portrait import PortraitModel  # noqa: E402
 from components.preference.pair_data import global_pair_batch  # noqa: E402
@@ -67,7 +67,9 @@ def _data(kind: str) -> dict[str, torch.Tensor]:
 
 
 def stage_cfg(stage: str, steps: int, checkpoint_every: int) -> FlowTrainConfig:
-    return FlowTrainConfig(
+    # the pair batches of the other stages read the preference keys (timestep_sampling): a DpoConfig
+    kind = FlowTrainConfig if stage == "phase1" else DpoConfig
+    return kind(
         steps=steps, batch_size=4, grad_accum=2 if stage == "phase1" else 1, checkpoint_every=checkpoint_every,
         log_every=1, seed=3, keep_checkpoints=2, gradient_checkpointing=True, parallelism="fsdp",
         audio_dropout=0.3, optim=OptimConfig(lr=3e-3 if stage == "phase1" else 1e-2, warmup_steps=1, weight_decay=0.01),
