@@ -125,6 +125,10 @@ class Phase2Config(FlowTrainConfig):
 
 
 LoraTarget = Literal["attention", "mlp", "modulation"]
+TimestepSampling = Literal["uniform", "logit_normal"]  # train/flow_matching.py sample_timesteps
+GateActivation = Literal["softmax", "sigmoid"]  # model/gate.py TimestepLayerGate
+SftTarget = Literal["winners", "real"]  # train/dpo.py dpo_step_loss
+PairWeighting = Literal["none", "reward_gap"]  # preference/pair_data.py reward_gap_weights
 
 
 class PreferenceTrainConfig(FlowTrainConfig):
@@ -141,7 +145,7 @@ class PreferenceTrainConfig(FlowTrainConfig):
     lora_alpha: float = Field(8.0, gt=0)
     lora_targets: list[LoraTarget] = ["attention", "mlp", "modulation"]
     # Noise levels of the pairs: uniform (Diffusion-DPO) or logit-normal (SD3, flow_grpo), both then shifted.
-    timestep_sampling: Literal["uniform", "logit_normal"] = "uniform"
+    timestep_sampling: TimestepSampling = "uniform"
     batch_size: int = Field(4, ge=1)
     log_every: int = Field(20, ge=1)
     optim: OptimConfig = OptimConfig(lr=1e-4, warmup_steps=10)
@@ -152,8 +156,9 @@ class DpoConfig(PreferenceTrainConfig):
     """Flow-DPO of the phase-2 model on one pair set."""
 
     pair_set: str = "lip_sync"  # composite | lip_sync | motion | quality (the toy default: params.yaml says why)
-    pair_weighting: Literal["none", "reward_gap"] = "none"  # reward_gap: each pair's loss x its gap / mean (VideoDPO)
+    pair_weighting: PairWeighting = "none"  # reward_gap: each pair's loss x its gap / mean (VideoDPO)
     sft_weight: float = Field(20.0, ge=0)  # Reg-DPO: + sft_weight x the policy's flow-matching error on winners
+    sft_target: SftTarget = "winners"  # real: that error on the window's real clip instead (train/dpo.py)
     steps: int = Field(200, ge=1)
     checkpoint_every: int = Field(100, ge=1)
     output: str = "models/dpo"
@@ -167,7 +172,7 @@ class TlpoConfig(PreferenceTrainConfig):
     gate_lr: float = Field(3e-3, gt=0)  # the gate is a small MLP starting at uniform: it needs a larger lr than LoRA
     # softmax: a convex mix of the experts, starting at their average; sigmoid: each expert scaled on its own in
     # (0, 2), starting at their sum (components/model/gate.py). The uniform variant is where the gate starts.
-    gate_activation: Literal["softmax", "sigmoid"] = "softmax"
+    gate_activation: GateActivation = "softmax"
     output: str = "models/tlpo"  # <output>/gated and <output>/uniform
     # Also each expert alone, merged into the base (<output>/expert_<dimension>): the single-dimension DPO
     # variants TLPO is compared with. Three more full copies of the model: false at Wan scale.

@@ -23,12 +23,13 @@ import math
 import re
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Literal
+from typing import get_args
 
 import torch
 import torch.nn as nn
 from peft.tuners.tuners_utils import BaseTunerLayer
 
+from components.config import GateActivation
 from components.model.adapters import lora_layers
 
 _BLOCK = re.compile(r"(?:^|\.)blocks\.(\d+)\.")
@@ -42,9 +43,6 @@ def timestep_embedding(timestep: torch.Tensor, dim: int) -> torch.Tensor:
     return torch.cat([torch.cos(angles), torch.sin(angles)])
 
 
-GateActivation = Literal["softmax", "sigmoid"]
-
-
 class TimestepLayerGate(nn.Module):
     """(timestep, layer) -> fusion weights over experts, [n_layers + 1, n_experts] (see the module docstring)."""
 
@@ -53,8 +51,8 @@ class TimestepLayerGate(nn.Module):
         super().__init__()
         if len(experts) < 2:
             raise ValueError(f"TLPO fuses at least two experts, got {list(experts)}")
-        if activation not in ("softmax", "sigmoid"):
-            raise ValueError(f"gate activation must be softmax or sigmoid, got {activation!r}")
+        if activation not in get_args(GateActivation):
+            raise ValueError(f"gate activation must be one of {get_args(GateActivation)}, got {activation!r}")
         self.activation = activation
         self.experts = list(experts)
         self.n_layers = n_layers

@@ -28,9 +28,10 @@ import torch.nn as nn
 from safetensors.torch import load_file
 from safetensors.torch import save as save_safetensors_bytes
 
+from components.config import GateActivation
 from components.model.adapters import add_lora, load_lora_state_dict, lora_detached
 from components.model.bundle import BundleError, ModelBundle, load_plain_bundle, save_bundle
-from components.model.gate import GateActivation, TimestepLayerGate, activate_experts, gated, uniform_weights
+from components.model.gate import TimestepLayerGate, activate_experts, gated, uniform_weights
 
 TLPO_FILE = "tlpo.json"
 EXPERTS_FILE = "experts.safetensors"

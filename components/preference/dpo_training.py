@@ -41,14 +41,15 @@ def train_dpo(cfg: DpoConfig, log_fn=None, is_main: bool = True, variant: str = 
     model = bundle.model.train()
     targets = add_lora(model, cfg.lora_rank, cfg.lora_alpha, cfg.lora_targets)
     place_for_training(model, torch_dtype(model.cfg.backbone.dtype))  # LoRA in fp32 over the frozen (bf16) base
-    data = load_pair_tensors(cfg.candidates, pairs_file, bundle.meta.audio.features)
+    data = load_pair_tensors(cfg.candidates, pairs_file, bundle.meta.audio.features, real=cfg.sft_target == "real")
     if cfg.pair_weighting == "reward_gap":
         data["pair_weight"] = reward_gap_weights(pairs_file)
     text_emb = bundle.text_encoder([bundle.meta.default_prompt]).detach()
     print(f"dpo: {len(data['winner'])} pairs from {pairs_file}, LoRA rank {cfg.lora_rank} on {len(targets)} layers")
     result = run_training(
         name=variant,
-        model=Objective(lambda m, batch: dpo_step_loss(m, batch, text_emb, cfg.beta, cfg.sft_weight), model),
+        model=Objective(lambda m, batch: dpo_step_loss(m, batch, text_emb, cfg.beta, cfg.sft_weight, cfg.sft_target),
+                        model),
         trainable=[p for p in model.parameters() if p.requires_grad],
         batch_fn=sliced(lambda step, micro, rows, g: global_pair_batch(data, cfg, rows, g)),
         cfg=cfg,

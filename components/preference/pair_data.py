@@ -34,9 +34,10 @@ def read_pairs(path: str | Path) -> list[dict]:
     return rows
 
 
-def load_pair_tensors(candidates_dir: str | Path, pairs_path: str | Path, audio_features: str) -> dict[str, torch.Tensor]:
+def load_pair_tensors(candidates_dir: str | Path, pairs_path: str | Path, audio_features: str, real: bool = False
+                      ) -> dict[str, torch.Tensor]:
     """winner/loser [P,z,T',h,w], cond [P,z,T',h,w] (+ image_emb [P,tokens,d]), audio [P,T,tok,d], pose [P,T,J,3]
-    for every pair of the file."""
+    for every pair of the file; with `real`, also the window's true clip latents [P,z,T',h,w] (dpo.sft_target)."""
     from components.preference.candidates import load_candidates, load_windows
 
     pairs = read_pairs(pairs_path)
@@ -49,6 +50,7 @@ def load_pair_tensors(candidates_dir: str | Path, pairs_path: str | Path, audio_
     window_of = [windows[p["window_id"]] for p in pairs]
     stack = lambda xs: torch.from_numpy(np.stack(xs).astype(np.float32))  # noqa: E731
     image = {"image_emb": stack([w.image_emb for w in window_of])} if window_of[0].image_emb is not None else {}
+    true_clip = {"real": stack([w.latents for w in window_of])} if real else {}
     return {
         "winner": stack([latents[p["winner"]] for p in pairs]),
         "loser": stack([latents[p["loser"]] for p in pairs]),
@@ -56,6 +58,7 @@ def load_pair_tensors(candidates_dir: str | Path, pairs_path: str | Path, audio_
         **image,
         "audio": stack([w.mel if audio_features == "mel" else w.wav2vec for w in window_of]),
         "pose": stack([w.pose for w in window_of]),
+        **true_clip,
     }
 
 

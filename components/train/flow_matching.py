@@ -10,9 +10,8 @@ from typing import Literal
 
 import torch
 
+from components.config import TimestepSampling
 from components.model.flow import shift_sigma
-
-TimestepSampling = Literal["uniform", "logit_normal"]
 
 
 def sample_timesteps(

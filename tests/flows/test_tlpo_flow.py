@@ -126,3 +126,22 @@ def test_tlpo_flow_trains_exports_and_animates(tmp_path, monkeypatch, prefect_ap
     logged = {a.path for a in client.list_artifacts(run.info.run_id)} | {
         a.path for a in client.list_artifacts(run.info.run_id, "figures")}
     assert {"tlpo.json", "figures/tlpo_gate.png"} <= logged
+
+
+def test_pair_tensors_carry_each_windows_real_clip_only_when_asked(tmp_path):
+    """dpo.sft_target=real: each pair's `real` is its window's true clip latents, as the candidates stage stored
+    them (the windows differ, so a mix-up would show)."""
+    from components.preference.candidates import load_windows
+    from components.preference.pair_data import load_pair_tensors
+
+    _tiny_base(tmp_path / "base")
+    ids = _candidates(tmp_path / "base", tmp_path / "candidates")
+    rows = [{"window_id": wid, "winner": f"{wid}.g1.s0", "loser": f"{wid}.g2.s0"} for wid in reversed(ids)]
+    (tmp_path / "pairs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    plain = load_pair_tensors(tmp_path / "candidates", tmp_path / "pairs.jsonl", "mel")
+    assert "real" not in plain
+    data = load_pair_tensors(tmp_path / "candidates", tmp_path / "pairs.jsonl", "mel", real=True)
+    windows = load_windows(tmp_path / "candidates")
+    expected = torch.from_numpy(np.stack([windows[wid].latents for wid in reversed(ids)]))
+    torch.testing.assert_close(data["real"], expected)
+    assert not torch.equal(data["real"][0], data["real"][1]) and data["real"].shape == data["winner"].shape

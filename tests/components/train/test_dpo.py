@@ -81,6 +81,26 @@ def test_the_step_loss_adds_the_sft_term_and_weights_pairs():
     assert float(weighted) == pytest.approx(LN2, rel=1e-5)  # log 2 per pair at zero adapters, weights of mean 1
 
 
+
+def test_the_sft_term_on_real_clips_uses_the_real_latents_under_the_pairs_noise():
+    """sft_target="real": the SFT error is the policy's on the window's true clip with the pair's noise and sigma
+    (here a clip far from the winner, so the two targets give different losses); without `real` it says so."""
+    model = tiny_model()
+    add_lora(model, rank=4, alpha=4.0, groups=["attention", "mlp"])
+    batch = pair_batch()
+    batch["real"] = batch["winner"] + 2.0 * torch.randn(batch["winner"].shape, generator=torch.Generator().manual_seed(9))
+    plain, _ = dpo_step_loss(model, batch, TEXT, beta=1.0)
+    on_real, stats = dpo_step_loss(model, batch, TEXT, beta=1.0, sft_weight=1.0, sft_target="real")
+    on_winners, _ = dpo_step_loss(model, batch, TEXT, beta=1.0, sft_weight=1.0)
+    (real_err,) = pair_velocity_errors(model, batch, TEXT, keys=("real",))
+    assert float(on_real) == pytest.approx(float(plain) + float(real_err.mean()), rel=1e-5)
+    assert stats["policy_err_real"] == pytest.approx(float(real_err.mean()), rel=1e-5)
+    assert abs(float(on_real) - float(on_winners)) > 1e-3
+    on_real.backward()  # the real-clip term reaches the adapters
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for n, p in model.named_parameters() if "lora_" in n)
+    with pytest.raises(KeyError, match="sft_target"):
+        dpo_step_loss(model, {k: v for k, v in batch.items() if k != "real"}, TEXT, 1.0, 1.0, "real")
+
 def test_zero_adapters_give_log2_and_half_accuracy():
     model = tiny_model()
     targets = add_lora(model, rank=4, alpha=4, groups=["attention", "mlp", "modulation"])
