@@ -37,6 +37,7 @@ class EvaluationConfig(Strict):
     # experiments (infra/ablations/) set [phase2, dpo]: their table compares those two only.
     variants: list[str] | None = None
     max_windows: int | None = None  # None: every test window
+    sample_batch_size: int = Field(16, ge=1)  # test windows sampled together (one model call per step)
     metrics_path: str = "reports/metrics.json"
     # The official SyncNet weights (syncnet_python's syncnet_v2.model, a local file); None: the expert the
     # sync_expert stage trained on the training split (the report says which one scored Sync-C / Sync-D).

@@ -23,7 +23,7 @@ from components.data.latents import LatentCache, LatentSplit, latent_split_dir
 from components.data.windows import ClipSample, Window, iter_split, make_windows
 from components.evaluation.fid import FrechetScorer, unavailable_metrics
 from components.evaluation.generation import decode_to_frames, generate_test_windows
-from components.evaluation.landmark_metrics import landmark_scorer
+from components.evaluation.landmark_metrics import LandmarksInBackground, landmark_scorer
 from components.evaluation.metrics import centred_truth, lip_readings, pooled_lip_corr, psnr_windows, ssim_windows
 from components.evaluation.reader_fit import fit_reader
 from components.evaluation.sync_inputs import clip_mfcc
@@ -274,24 +274,51 @@ def evaluate_models(params: Params) -> Evaluation:
             raise ValueError(f"evaluation.variants names {unknown}, which are not evaluated models ({sorted(models)})")
         models = {k: v for k, v in models.items() if k in cfg.variants}
     test = load_held_out_windows(params)
-    n = test.n
     first = load_bundle(next(iter(models.values())), device=stage_device())
     reader, reader_scores = fit_reader(params, first)
     expert = load_sync_expert(cfg.syncnet_weights, params.sync_expert.out_dir)
     scores = VideoScorer(params, test, expert, reader)
 
+    background = LandmarksInBackground(scores.landmarks) if scores.landmarks is not None else None
+    try:
+        results, seed_noise, shown, per_window = _score_models(params, models, test, first, scores, background)
+        if background is not None:
+            background.finish()  # the landmark measures join each variant's metrics here
+    finally:
+        if background is not None:
+            background.close()  # after an error: no worker left running
+
+    return Evaluation(results=results, seed_noise=seed_noise, reader_scores=reader_scores, expert=expert,
+                      unavailable={**unavailable_metrics(cfg.fid_extractor, cfg.fvd_extractor), **scores.landmarks_unavailable},
+                      test=test, shown=shown, sources=metric_sources(params, expert, scores), per_window=per_window)
+
+
+def _score_models(params: Params, models: dict[str, str], test: HeldOutWindows, first, scores: VideoScorer,
+                  background: LandmarksInBackground | None
+                  ) -> tuple[dict[str, Scores], dict[str, dict], dict[str, np.ndarray], PerWindow]:
+    """Generate and score every variant (and the upper bounds); the landmark measures go to `background`."""
+    cfg, n = params.evaluation, test.n
+    batch = cfg.sample_batch_size
+
+    def score(video: np.ndarray) -> tuple[Scores, WindowScores]:
+        metrics, windows = scores.score(video, landmarks=False)
+        if background is not None:
+            background.submit(video[: scores.landmark_n], metrics)
+        return metrics, windows
+
     results: dict[str, Scores] = {"ground_truth": scores.ground_truth()}
-    results["vae_reconstruction"] = scores(decode_to_frames(first, test.cache.latents[:n]))
+    results["vae_reconstruction"] = score(decode_to_frames(first, test.cache.latents[:n]))[0]
     per_window = PerWindow(lip_truth=scores.lip_truth, resamples=cfg.bootstrap_resamples, seed=cfg.bootstrap_seed)
     shown: dict[str, np.ndarray] = {}
     for name, directory in models.items():
         bundle = load_bundle(directory, device=stage_device())
         torch.manual_seed(0)
-        generated = generate_test_windows(bundle, test.cache, params.sampling, max_windows=n)
-        metrics, windows = scores.score(generated.frames)
+        generated = generate_test_windows(bundle, test.cache, params.sampling, max_windows=n, sample_batch_size=batch)
+        metrics, windows = score(generated.frames)
         per_window.add(name, params.sampling.seed, windows)
         if "audio" in bundle.model.motion and name in cfg.audio_zeroed_variants:
-            zeroed = generate_test_windows(bundle, test.cache, params.sampling, audio="zeroed", max_windows=n)
+            zeroed = generate_test_windows(bundle, test.cache, params.sampling, audio="zeroed", max_windows=n,
+                                            sample_batch_size=batch)
             metrics["lip_corr_audio_zeroed"] = scores.lips(zeroed.frames)["lip_corr"]
             metrics["sync_c_audio_zeroed"] = scores.sync(zeroed.frames)["sync_c"]
         results[name] = metrics
@@ -304,12 +331,10 @@ def evaluate_models(params: Params) -> Evaluation:
         runs = [results[name]]
         for seed in cfg.extra_seeds:
             sampling = params.sampling.model_copy(update={"seed": seed})
-            metrics, windows = scores.score(generate_test_windows(bundle, test.cache, sampling, max_windows=n).frames,
-                                            landmarks=False)
+            video = generate_test_windows(bundle, test.cache, sampling, max_windows=n, sample_batch_size=batch).frames
+            metrics, windows = scores.score(video, landmarks=False)
             runs.append(metrics)
             per_window.add(name, seed, windows)
         seed_noise[name] = summarise_seeds(runs, [params.sampling.seed, *cfg.extra_seeds])
 
-    return Evaluation(results=results, seed_noise=seed_noise, reader_scores=reader_scores, expert=expert,
-                      unavailable={**unavailable_metrics(cfg.fid_extractor, cfg.fvd_extractor), **scores.landmarks_unavailable},
-                      test=test, shown=shown, sources=metric_sources(params, expert, scores), per_window=per_window)
+    return results, seed_noise, shown, per_window

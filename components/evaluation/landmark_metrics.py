@@ -19,6 +19,7 @@ the toy profile's 64 px faces are too small for the face mesh otherwise.
 
 from __future__ import annotations
 
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -143,6 +144,32 @@ class LandmarkScorer:
     def sources(self) -> dict[str, str]:
         """metric -> the extractor that produced it, for the report."""
         return {m: f"{self.extractor} ({MODELS[m]}, extractor env `.venv-extract`)" for m in METRICS}
+
+
+class LandmarksInBackground:
+    """LandmarkScorer calls run one at a time on a thread while the caller goes on. The mediapipe worker is its own
+    process, so on a 2-core box it measures one variant while the next is sampled (the evaluate stage waited ~9 s
+    per variant for it). `submit` copies the frames; `finish` writes each result into the dict it was submitted
+    with, in submission order, and re-raises a worker's error; `close` stops what has not started."""
+
+    def __init__(self, scorer: LandmarkScorer):
+        self.scorer = scorer
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="landmarks")
+        self._pending: list[tuple[dict[str, float], Future]] = []
+
+    def submit(self, video: np.ndarray, into: dict[str, float]) -> None:
+        self._pending.append((into, self._pool.submit(self.scorer, np.array(video))))
+
+    def finish(self) -> None:
+        try:
+            for into, future in self._pending:
+                into.update(future.result())
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        self._pending.clear()
+        self._pool.shutdown(wait=True, cancel_futures=True)
 
 
 def landmark_scorer(

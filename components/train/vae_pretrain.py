@@ -49,7 +49,8 @@ def pretrain_vae(params: Params, log_fn_for=lambda prefix: None, is_main: bool =
         video, mouth_mask = window_batch([train[i] for i in picks])
         return {"frames": video, "mouth_mask": mouth_mask}
 
-    corpus = corpus_stills(cfg.image_corpus, train[0], params.world.mouth_width_frac) if cfg.image_corpus else None
+    use_corpus = cfg.image_corpus is not None and cfg.image_steps > 0  # only the image phase draws stills
+    corpus = corpus_stills(cfg.image_corpus, train[0], params.world.mouth_width_frac) if use_corpus else None
 
     def image_rows(step: int, micro: int, rows: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
         picks = torch.randint(len(train), (rows,), generator=generator).tolist()

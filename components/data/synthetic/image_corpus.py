@@ -1,9 +1,9 @@
 """Still frames of many synthetic people for the toy VAE's image phase: its stand-in for the large image corpus a
 real video VAE is pretrained on.
 
-Measured (single-frame VAE probe, 1,500 steps): trained on the 15 train identities alone the VAE reconstructs them
-at 29 dB but unseen people at 20 dB; it memorises palettes. Trained on 500 corpus identities it reconstructs the
-(unseen) train people at 24 dB and the val people at 21 dB.
+Why (a single-frame probe of session 8, not kept): trained on the train identities' frames alone, the VAE
+memorises their palettes (seen people 29 dB, unseen val people 20 dB); on corpus stills alone it generalised better
+(val 21 dB). The pipeline mixes both (pretrain_vae.image_corpus.share); what the mix gives is reports/pretrain_vae.json.
 
 The corpus people are drawn from the world's distribution but from their own random streams
 (SeedSequence(seed, spawn_key=(CORPUS_KEY, i))), which no world identity, clip or split uses, so no held-out person

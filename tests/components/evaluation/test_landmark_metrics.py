@@ -11,6 +11,7 @@ from PIL import Image
 from components.data.extractor_client import DEFAULT_PYTHON, ExtractorUnavailable
 from components.evaluation.landmark_metrics import (
     METRICS,
+    LandmarksInBackground,
     WindowLandmarks,
     hkc,
     hkv,
@@ -56,6 +57,36 @@ def test_lmd_is_zero_against_itself_and_grows_with_the_mouth_moving():
     assert zoomed["lmd_mediapipe"] > 1.0
     assert set(scorer.sources()) == set(METRICS) and "mediapipe-0.10.21 (face mesh" in scorer.sources()["lmd_mediapipe"]
 
+
+
+@needs_env
+def test_background_measures_land_in_their_own_dicts_in_order_and_match_the_direct_call():
+    """Two submissions while the caller goes on (and changes its frames: the submission copied them); finish()
+    writes each result into the dict it came with, equal to a direct call."""
+    truth = windows()
+    mel = np.random.default_rng(0).normal(size=(N, T, 4, 8)).astype(np.float32)
+    scorer, _ = landmark_scorer("auto", truth, mel)
+    background = LandmarksInBackground(scorer)
+    shifted, zoomed = windows(dx=3), windows(zoom=1.25)
+    first, second = {"psnr": 1.0}, {}
+    background.submit(shifted, first)
+    background.submit(zoomed, second)
+    shifted[:] = 0  # what the caller does with its array afterwards does not reach the measurement
+    assert "lmd_mediapipe" not in first  # nothing lands before finish()
+    background.finish()
+    assert first == {"psnr": 1.0, **scorer(windows(dx=3))} and second == scorer(windows(zoom=1.25))
+    assert first["lmd_mediapipe"] < second["lmd_mediapipe"]
+
+
+def test_a_failing_background_measure_is_raised_by_finish():
+    class Failing:
+        def __call__(self, video):
+            raise RuntimeError("worker broke")
+
+    background = LandmarksInBackground(Failing())
+    background.submit(np.zeros((1, 2, 4, 4, 3), np.uint8), {})
+    with pytest.raises(RuntimeError, match="worker broke"):
+        background.finish()
 
 def test_missing_env_and_off_report_every_metric_as_not_measured(tmp_path):
     truth, mel = np.zeros((1, 3, 16, 16, 3), np.uint8), np.zeros((1, 3, 4, 8), np.float32)
