@@ -146,6 +146,10 @@ class PreferenceTrainConfig(FlowTrainConfig):
     lora_targets: list[LoraTarget] = ["attention", "mlp", "modulation"]
     # Noise levels of the pairs: uniform (Diffusion-DPO) or logit-normal (SD3, flow_grpo), both then shifted.
     timestep_sampling: TimestepSampling = "uniform"
+    # Reg-DPO: + sft_weight x the policy's flow-matching error on the winners, or (real) on the window's real clip
+    # under the pair's noise (train/dpo.py). TLPO applies it to its experts only, not to the gate.
+    sft_weight: float = Field(0.0, ge=0)
+    sft_target: SftTarget = "winners"
     batch_size: int = Field(4, ge=1)
     log_every: int = Field(20, ge=1)
     optim: OptimConfig = OptimConfig(lr=1e-4, warmup_steps=10)
@@ -157,8 +161,9 @@ class DpoConfig(PreferenceTrainConfig):
 
     pair_set: str = "lip_sync"  # composite | lip_sync | motion | quality (the toy default: params.yaml says why)
     pair_weighting: PairWeighting = "none"  # reward_gap: each pair's loss x its gap / mean (VideoDPO)
-    sft_weight: float = Field(20.0, ge=0)  # Reg-DPO: + sft_weight x the policy's flow-matching error on winners
-    sft_target: SftTarget = "winners"  # real: that error on the window's real clip instead (train/dpo.py)
+    # The toy defaults (reports/ablations_dpo_sft.md): on real clips the DPO term, not the SFT term, makes the gains.
+    sft_weight: float = Field(20.0, ge=0)
+    sft_target: SftTarget = "real"
     steps: int = Field(200, ge=1)
     checkpoint_every: int = Field(100, ge=1)
     output: str = "models/dpo"

@@ -17,7 +17,7 @@ from components.model.adapters import add_lora, lora_state_dict, merge_lora
 from components.model.bundle import save_bundle
 from components.model.loading import load_bundle
 from components.model.precision import place_for_training, torch_dtype
-from components.preference.pair_data import global_pair_batch, load_pair_tensors, reward_gap_weights
+from components.preference.pair_data import global_pair_batch, load_pair_tensors, needs_real_clips, reward_gap_weights
 from components.train.checkpoint_keys import checkpoint_dir, files_digest
 from components.train.dpo import dpo_step_loss
 from components.train.fsdp import copy_exported, gather_named, has_sharded_parameters
@@ -41,7 +41,7 @@ def train_dpo(cfg: DpoConfig, log_fn=None, is_main: bool = True, variant: str = 
     model = bundle.model.train()
     targets = add_lora(model, cfg.lora_rank, cfg.lora_alpha, cfg.lora_targets)
     place_for_training(model, torch_dtype(model.cfg.backbone.dtype))  # LoRA in fp32 over the frozen (bf16) base
-    data = load_pair_tensors(cfg.candidates, pairs_file, bundle.meta.audio.features, real=cfg.sft_target == "real")
+    data = load_pair_tensors(cfg.candidates, pairs_file, bundle.meta.audio.features, real=needs_real_clips(cfg))
     if cfg.pair_weighting == "reward_gap":
         data["pair_weight"] = reward_gap_weights(pairs_file)
     text_emb = bundle.text_encoder([bundle.meta.default_prompt]).detach()

@@ -62,6 +62,11 @@ def load_pair_tensors(candidates_dir: str | Path, pairs_path: str | Path, audio_
     }
 
 
+def needs_real_clips(cfg: PreferenceTrainConfig) -> bool:
+    """Whether the training's SFT term reads the windows' real clips (load_pair_tensors(real=...))."""
+    return cfg.sft_weight > 0 and cfg.sft_target == "real"
+
+
 def global_pair_batch(
     data: dict[str, torch.Tensor], cfg: PreferenceTrainConfig, rows: int, generator: torch.Generator
 ) -> dict[str, torch.Tensor]:

@@ -18,7 +18,7 @@ from components.model.gate import TimestepLayerGate, activate_experts, clear_gat
 from components.model.loading import load_bundle
 from components.model.precision import place_for_training, torch_dtype
 from components.model.tlpo_bundle import TlpoSpec, save_tlpo_bundle
-from components.preference.pair_data import global_pair_batch, load_pair_tensors
+from components.preference.pair_data import global_pair_batch, load_pair_tensors, needs_real_clips
 from components.train.checkpoint_keys import checkpoint_dir, files_digest
 from components.train.dpo import dpo_step_loss
 from components.train.loop import run_training, sliced
@@ -58,14 +58,15 @@ def train_tlpo(cfg: TlpoConfig, log_fn_for=lambda prefix: None, is_main: bool = 
     summary: dict = {}
     expert_ckpts = []
     for expert in experts:
-        data = load_pair_tensors(cfg.candidates, pairs_files[expert], features)
+        data = load_pair_tensors(cfg.candidates, pairs_files[expert], features, real=needs_real_clips(cfg))
         print(f"tlpo: expert {expert} on {len(data['winner'])} pairs, LoRA rank {cfg.lora_rank} on {len(targets)} layers")
         ckpt = checkpoint_dir("tlpo", "expert", expert, shared, bundle.meta.model_dump(),
                               str(pairs_files[expert].resolve()), files_digest(pairs_files[expert]))
         expert_ckpts.append(ckpt.name)
         result = run_training(
             name=f"tlpo_{expert}",
-            model=Objective(lambda m, batch: dpo_step_loss(m, batch, text_emb, cfg.beta), model),
+            model=Objective(lambda m, batch: dpo_step_loss(m, batch, text_emb, cfg.beta, cfg.sft_weight, cfg.sft_target),
+                            model),
             trainable=train_only_expert(model, expert),
             batch_fn=sliced(lambda step, micro, rows, g, data=data: global_pair_batch(data, cfg, rows, g)),
             cfg=cfg.model_copy(update={"steps": cfg.expert_steps}),

@@ -94,7 +94,8 @@ def test_tlpo_flow_trains_exports_and_animates(tmp_path, monkeypatch, prefect_ap
         Path(f"data/pairs/{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
 
     overrides = {"tlpo.expert_steps": 2, "tlpo.steps": 2, "tlpo.batch_size": 2, "tlpo.log_every": 1,
-                 "tlpo.lora_rank": 2, "tlpo.lora_alpha": 2.0}
+                 "tlpo.lora_rank": 2, "tlpo.lora_alpha": 2.0,
+                 "tlpo.sft_weight": 1.0, "tlpo.sft_target": "real"}  # the experts' SFT term on the real clips
     summary = tlpo_flow(overrides=overrides)
     assert set(summary["experts"]) == {"lip_sync", "motion", "quality"} and np.isfinite(summary["final_loss"])
 
