@@ -34,7 +34,7 @@ class CandidatesConfig(Strict):
 
     out_dir: str = "data/candidates"
     split: str = "train"  # the preference split: conditioning windows come from here, never from val/test
-    windows: int = Field(32, ge=1)  # evenly spaced windows of the split's latent cache
+    windows: int = Field(64, ge=1)  # evenly spaced windows of the split's latent cache
     # where in the gap between two evenly spaced windows to take each one (0 = at the left end): online round k of
     # R takes phase k / (R + 1), so every round rates windows no earlier round has seen
     window_phase: float = Field(0.0, ge=0, lt=1)
@@ -77,7 +77,7 @@ class CriticConfig(TrainLoopConfig):
     out_dir: str = "models/critic"
     metrics_path: str = "reports/critic.json"
     held_out_raters: int = Field(1, ge=1)  # evaluation uses only these raters' ratings ...
-    held_out_share: float = Field(0.25, gt=0, lt=1)  # ... of this share of the windows (never trained on)
+    held_out_share: float = Field(0.5, gt=0, lt=1)  # ... of this share of the windows (never trained on)
     width: int = Field(16, ge=4)
 
 
