@@ -54,15 +54,16 @@ def test_gate_starts_uniform_then_depends_on_timestep_and_layer():
 
 
 def test_sigmoid_gate_starts_as_the_sum_and_scales_each_expert_on_its_own():
+    torch.manual_seed(0)  # the gate's MLP and layer embedding draw from the global RNG: the test must not depend on order
     gate = TimestepLayerGate(n_layers=4, experts=EXPERTS, activation="sigmoid")
     start = gate(torch.tensor(500.0))
     torch.testing.assert_close(start, uniform_weights(4, EXPERTS, "sigmoid"))
     torch.testing.assert_close(start, torch.ones(5, len(EXPERTS)))  # every expert at full strength: their sum
-    with torch.no_grad():  # seeded: with large negative logits an unlucky draw could leave some sums below 1.5
+    with torch.no_grad():
         gate.out.weight.normal_(0, 1.0, generator=torch.Generator().manual_seed(0))
         gate.out.bias.fill_(3.0)
     weights = gate(torch.tensor(900.0))
-    assert bool(((weights > 0) & (weights < 2)).all())
+    assert bool(((weights > 0) & (weights <= 2)).all())  # 2 sigmoid in (0, 2); float32 rounds a large logit to 2
     assert bool((weights.sum(-1) > 1.5).all())  # not a convex mix: several experts can be strong at once
     with pytest.raises(ValueError, match="must be one of .'softmax', 'sigmoid'."):
         TimestepLayerGate(n_layers=4, experts=EXPERTS, activation="relu")
